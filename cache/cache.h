@@ -1,0 +1,213 @@
+// Public API of the evl feature cache (library evl_cache, no LibTorch).
+//
+// A cache directory holds `manifest.json` (provenance, see Manifest) and one or
+// more LMDB shards `features-00003-of-00016/`. Each record is one clip-view:
+// a header, named typed arrays, and a checksum (layout in cache/FORMAT.md).
+//
+// Dimension letters: M decoder layers, T frames, L tokens per frame (with CLS),
+// C width, H/W input height/width.
+//   storage kQK:      "x", "q", "k"    each (M, T, L, C)
+//   storage kCompact: "x"              (M+1, T, L, C)  blocks first-1 .. last;
+//                     Q/K are recomputed from x[i] (the input of block i+1) with
+//                     the frozen ln_1 + q/k in-projection weights stored beside
+//                     the manifest in `qk_weights.safetensors`.
+//   optional "inputs" (T, 3, H, W) float32: the preprocessed frames fed to the ViT.
+//
+// Keys are "<clip index, 10 digits>/<view index, 3 digits>", so every view of a
+// clip sits together and LMDB's byte order is the list order.
+//
+// Threading (LMDB's rules, which this API inherits):
+//  - One ShardWriter per shard directory at a time (LMDB allows one write txn
+//    per environment; a second writer process blocks on LMDB's lock).
+//  - CacheReader is safe to use from many threads at once: each call opens its
+//    own read-only transaction. Many processes may read concurrently.
+//  - A RecordView's pointers are valid only while its ReadTxn lives.
+// Errors: evl::Error (common/check.h) naming the shard directory and the key.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace evl::cache {
+
+inline constexpr uint32_t kFormatVersion = 1;
+
+enum class DType : uint8_t { kF16 = 1, kBF16 = 2, kF32 = 3 };
+enum class StorageMode { kQK, kCompact };
+
+size_t dtype_size(DType dtype);
+std::string to_string(DType dtype);         // "fp16" | "bf16" | "fp32"
+DType parse_dtype(const std::string& name);  // throws evl::UsageError
+std::string to_string(StorageMode mode);     // "qk" | "compact"
+StorageMode parse_storage_mode(const std::string& name);
+
+// A typed n-d array that owns its bytes (row-major, little-endian).
+struct Array {
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+
+  int64_t numel() const;
+};
+
+// A non-owning view of an array inside a memory map or a caller's buffer.
+struct ArrayView {
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;
+
+  int64_t numel() const;
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
+};
+
+// One clip-view.
+struct Record {
+  std::string key;         // make_key(clip_index, view_index)
+  std::string video_id;    // the list's path for this clip (relative to --root)
+  int64_t label = -1;      // -1 when unknown
+  int64_t clip_index = 0;  // line order in the dataset list (0-based, comments skipped)
+  int32_t view_index = 0;  // index among this clip's views
+  std::string view;        // human description, e.g. "t1/3 s0/1 start=94" or "train 3 crop=..."
+  std::vector<std::pair<std::string, Array>> arrays;  // names: x, q, k, inputs
+
+  const Array& array(const std::string& name) const;  // throws if absent
+  const Array* find(const std::string& name) const;
+};
+
+// Same fields as Record, with arrays pointing into LMDB's memory map.
+struct RecordView {
+  std::string key, video_id, view;
+  int64_t label = -1, clip_index = 0;
+  int32_t view_index = 0;
+  std::vector<std::pair<std::string, ArrayView>> arrays;
+
+  const ArrayView& array(const std::string& name) const;
+  const ArrayView* find(const std::string& name) const;
+  Record to_record() const;  // deep copy
+};
+
+std::string make_key(int64_t clip_index, int32_t view_index);
+
+// Shard directory name: shard_name(3, 16) == "features-00003-of-00016".
+std::string shard_name(int index, int count);
+
+// Serialises a record (header + arrays + checksum) and back. parse verifies
+// magic, version, sizes and the checksum; `where` names shard/key in errors.
+std::vector<uint8_t> encode_record(const Record& record);
+RecordView decode_record(const void* data, size_t size, const std::string& where);
+
+// Provenance of a cache. Readers compare the fields that matter to them and
+// refuse a mismatch naming the field (check_matches).
+struct BackboneInfo {
+  std::string file;          // file name as given
+  std::string hash;          // xxh64 of the file's bytes, hex
+  std::string format;        // "openai-torchscript" | "hf-safetensors"
+  int64_t width = 0, depth = 0, heads = 0, patch = 0, grid = 0;  // grid: tokens per side at input_size
+  int64_t input_size = 224;
+};
+
+struct Manifest {
+  uint32_t format_version = kFormatVersion;
+  std::string tool_version;  // EVL_VERSION of the writer
+  std::string created;       // ISO-8601 UTC
+  BackboneInfo backbone;
+  std::vector<int64_t> layers;  // backbone blocks feeding decoder layers (0-based, increasing)
+  StorageMode storage = StorageMode::kQK;
+  DType dtype = DType::kF16;
+  int64_t frames = 8;
+  int64_t stride = 16;              // dense sampling stride; 0 with sampling "tsn"
+  std::string sampling = "dense";   // "dense" | "tsn"
+  int64_t temporal_views = 1, spatial_views = 1;  // test views per clip
+  int64_t train_views = 0;          // K augmented views per clip (0: test views)
+  std::vector<double> mean, std;    // normalisation, 3 values each
+  uint64_t seed = 0;
+  bool has_inputs = false;          // records carry "inputs"
+  std::string list_file;            // dataset list it was extracted from
+  int64_t num_clips = 0;            // clips in the whole list (all shards)
+  struct Shard {
+    std::string name;
+    int64_t records = 0;
+  };
+  std::vector<Shard> shards;
+
+  int64_t views_per_clip() const {
+    return train_views > 0 ? train_views : temporal_views * spatial_views;
+  }
+  std::string to_json() const;
+  static Manifest from_json(const std::string& text, const std::string& where);
+  static Manifest load(const std::string& cache_dir);  // reads <dir>/manifest.json
+  void save(const std::string& cache_dir) const;       // atomic (temp + rename)
+};
+
+// Throws evl::Error naming the first field where `found` differs from `expected`
+// in the provenance that determines features: backbone hash and architecture,
+// layers, storage, frames, stride, sampling, views, input size, mean/std.
+// `fields` restricts the comparison (empty: all of them).
+void check_matches(const Manifest& expected, const Manifest& found, const std::string& where,
+                   const std::vector<std::string>& fields = {});
+
+// Writes records into one shard. Batched write transactions (commit() or every
+// `batch_records`), map grown on MDB_MAP_FULL, durable commits (fsync).
+class ShardWriter {
+ public:
+  explicit ShardWriter(const std::string& shard_dir, size_t batch_records = 16);
+  ~ShardWriter();  // commits pending records
+  ShardWriter(const ShardWriter&) = delete;
+  ShardWriter& operator=(const ShardWriter&) = delete;
+
+  // True when `key` is committed and its checksum verifies (resume).
+  bool contains_valid(const std::string& key);
+  void put(const Record& record);  // replaces an existing key
+  void commit();
+  int64_t committed_records();
+  uint64_t bytes_written() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Reads a whole cache directory (all shards listed by the manifest).
+class CacheReader {
+ public:
+  struct Options {
+    bool no_readahead = false;  // MDB_NORDAHEAD, for random access on big caches
+  };
+  explicit CacheReader(const std::string& cache_dir);
+  CacheReader(const std::string& cache_dir, Options options);
+  ~CacheReader();
+
+  const Manifest& manifest() const;
+  int64_t size() const;  // records in all shards
+  const std::vector<std::string>& keys() const;  // sorted by (clip, view)
+
+  // Copies record i / key out of the map (verifying its checksum).
+  Record get(int64_t index) const;
+  Record get(const std::string& key) const;
+
+  // Zero-copy access: `fn` sees a view valid only during the call.
+  void with_record(int64_t index, const std::function<void(const RecordView&)>& fn) const;
+
+  // Clips (groups of views) in list order.
+  struct Clip {
+    int64_t clip_index = 0;
+    std::string video_id;
+    int64_t label = -1;
+    std::vector<int64_t> records;  // indices into keys()
+  };
+  const std::vector<Clip>& clips() const;
+
+  // A permutation of [0, size()) for `epoch`, reproducible from (seed, epoch).
+  std::vector<int64_t> epoch_order(uint64_t seed, int64_t epoch) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace evl::cache

@@ -1,0 +1,133 @@
+// Implements the shared CLI pattern (cli.h): parsing with --config/--help/--version,
+// exception-to-exit-code mapping, and dumping the resolved config as INI.
+#include "common/cli.h"
+
+#include <cstdint>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <vector>
+
+#include "common/check.h"
+#include "evl/version.h"
+
+namespace evl::cli {
+
+bool parse(const Tool& tool, int argc, const char* const argv[],
+           const po::options_description& options, po::variables_map& vm,
+           const po::positional_options_description* positional) {
+  std::string config_path;
+  po::options_description generic("general");
+  generic.add_options()("help,h", "print this help and exit")(
+      "version", "print the version and exit")("config", po::value(&config_path),
+                                               "read options from an INI file (flags override it)");
+  po::options_description all;
+  all.add(generic).add(options);
+
+  try {
+    po::command_line_parser parser(argc, argv);
+    parser.options(all);
+    if (positional) parser.positional(*positional);
+    po::store(parser.run(), vm);
+    if (vm.count("help")) {
+      std::cout << tool.name << " " << EVL_VERSION << " - " << tool.synopsis << "\n\n"
+                << "usage: " << tool.usage << "\n\n"
+                << all << std::endl;
+      return false;
+    }
+    if (vm.count("version")) {
+      std::cout << tool.name << " " << EVL_VERSION << std::endl;
+      return false;
+    }
+    if (vm.count("config")) {
+      const std::string path = vm["config"].as<std::string>();
+      std::ifstream in(path);
+      if (!in) throw UsageError(str("config file '", path, "': cannot be opened"));
+      try {
+        // Values already stored from the command line are not overwritten.
+        po::store(po::parse_config_file(in, options, /*allow_unregistered=*/false), vm);
+      } catch (const po::error& e) {
+        throw UsageError(str("config file '", path, "': ", e.what()));
+      }
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw UsageError(str(e.what(), " (see ", tool.name, " --help)"));
+  }
+  return true;
+}
+
+int run(const Tool& tool, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const UsageError& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return kExitUsage;
+  } catch (const po::error& e) {
+    std::cerr << "error: " << e.what() << " (see " << tool.name << " --help)" << std::endl;
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return kExitRuntime;
+  }
+}
+
+namespace {
+
+// Formats one stored value; returns false for types that have no INI form.
+bool format_value(const boost::any& v, std::string& out) {
+  std::ostringstream os;
+  os.precision(9);
+  if (auto p = boost::any_cast<std::string>(&v))
+    os << *p;
+  else if (auto p = boost::any_cast<int>(&v))
+    os << *p;
+  else if (auto p = boost::any_cast<int64_t>(&v))
+    os << *p;
+  else if (auto p = boost::any_cast<uint64_t>(&v))
+    os << *p;
+  else if (auto p = boost::any_cast<unsigned>(&v))
+    os << *p;
+  else if (auto p = boost::any_cast<double>(&v))
+    os << *p;
+  else if (auto p = boost::any_cast<float>(&v))
+    os << *p;
+  else if (auto p = boost::any_cast<bool>(&v))
+    os << (*p ? "true" : "false");
+  else if (auto p = boost::any_cast<std::vector<std::string>>(&v)) {
+    // Multi-valued options repeat the key in INI; join with spaces for one line.
+    for (size_t i = 0; i < p->size(); ++i) os << (i ? " " : "") << (*p)[i];
+  } else if (auto p = boost::any_cast<std::vector<int>>(&v)) {
+    for (size_t i = 0; i < p->size(); ++i) os << (i ? " " : "") << (*p)[i];
+  } else {
+    return false;
+  }
+  out = os.str();
+  return true;
+}
+
+}  // namespace
+
+std::string to_ini(const po::variables_map& vm) {
+  std::map<std::string, std::map<std::string, std::string>> sections;
+  for (const auto& [name, value] : vm) {
+    if (name == "help" || name == "version" || name == "config" || value.empty()) continue;
+    std::string text;
+    if (!format_value(value.value(), text)) continue;
+    const auto dot = name.rfind('.');
+    if (dot == std::string::npos)
+      sections[""][name] = text;
+    else
+      sections[name.substr(0, dot)][name.substr(dot + 1)] = text;
+  }
+  std::ostringstream os;
+  os << "# resolved configuration, written by evl " << EVL_VERSION << "\n";
+  for (const auto& [section, kv] : sections) {
+    if (!section.empty()) os << "\n[" << section << "]\n";
+    for (const auto& [k, v] : kv) os << k << " = " << v << "\n";
+  }
+  return os.str();
+}
+
+}  // namespace evl::cli

@@ -1,0 +1,130 @@
+// Tests the shared CLI pattern: config-file values, flag precedence, help and
+// version, usage errors and their exit codes, and the resolved-config dump.
+#include "common/cli.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include "common/check.h"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct DemoConfig {
+  int frames = 8;
+  double lr = 4e-4;
+  std::string name = "run";
+  bool flag = false;
+};
+
+const evl::cli::Tool kTool{"demo_tool", "tests the CLI", "demo_tool [options]"};
+
+po::options_description demo_options(DemoConfig& cfg) {
+  po::options_description opts("demo");
+  opts.add_options()("frames", po::value(&cfg.frames)->default_value(cfg.frames), "frames")(
+      "train.lr", po::value(&cfg.lr)->default_value(cfg.lr), "learning rate")(
+      "name", po::value(&cfg.name)->default_value(cfg.name), "name")(
+      "flag", po::bool_switch(&cfg.flag), "a switch");
+  return opts;
+}
+
+bool parse(std::vector<const char*> args, DemoConfig& cfg, po::variables_map& vm) {
+  args.insert(args.begin(), "demo_tool");
+  auto opts = demo_options(cfg);
+  return evl::cli::parse(kTool, static_cast<int>(args.size()), args.data(), opts, vm);
+}
+
+fs::path write_temp(const std::string& name, const std::string& text) {
+  const fs::path p = fs::temp_directory_path() / name;
+  std::ofstream(p) << text;
+  return p;
+}
+
+}  // namespace
+
+TEST(Cli, DefaultsComeFromTheStruct) {
+  DemoConfig cfg;
+  po::variables_map vm;
+  ASSERT_TRUE(parse({}, cfg, vm));
+  EXPECT_EQ(cfg.frames, 8);
+  EXPECT_DOUBLE_EQ(cfg.lr, 4e-4);
+  EXPECT_FALSE(cfg.flag);
+}
+
+TEST(Cli, ConfigFileSectionsMapToDottedNamesAndFlagsWin) {
+  const auto ini =
+      write_temp("evl_cli_test.ini", "frames = 16\nname = fromfile\n[train]\nlr = 0.001\n");
+  const std::string cfg_path = ini.string();
+  DemoConfig cfg;
+  po::variables_map vm;
+  ASSERT_TRUE(parse({"--config", cfg_path.c_str(), "--frames", "32", "--flag"}, cfg, vm));
+  EXPECT_EQ(cfg.frames, 32);        // flag beats file
+  EXPECT_DOUBLE_EQ(cfg.lr, 0.001);  // file beats default
+  EXPECT_EQ(cfg.name, "fromfile");
+  EXPECT_TRUE(cfg.flag);
+  fs::remove(ini);
+}
+
+TEST(Cli, ResolvedConfigRoundTripsThroughIni) {
+  DemoConfig cfg;
+  po::variables_map vm;
+  ASSERT_TRUE(parse({"--frames", "24", "--train.lr", "0.5", "--name", "x"}, cfg, vm));
+  const auto ini = write_temp("evl_cli_roundtrip.ini", evl::cli::to_ini(vm));
+  const std::string cfg_path = ini.string();
+  DemoConfig again;
+  po::variables_map vm2;
+  ASSERT_TRUE(parse({"--config", cfg_path.c_str()}, again, vm2));
+  EXPECT_EQ(again.frames, 24);
+  EXPECT_DOUBLE_EQ(again.lr, 0.5);
+  EXPECT_EQ(again.name, "x");
+  fs::remove(ini);
+}
+
+TEST(Cli, UnknownFlagIsAUsageError) {
+  DemoConfig cfg;
+  po::variables_map vm;
+  EXPECT_THROW(parse({"--no-such-flag"}, cfg, vm), evl::UsageError);
+  EXPECT_THROW(parse({"--frames", "eight"}, cfg, vm), evl::UsageError);
+}
+
+TEST(Cli, UnknownKeyInConfigNamesTheFile) {
+  const auto ini = write_temp("evl_cli_bad.ini", "framez = 3\n");
+  const std::string cfg_path = ini.string();
+  DemoConfig cfg;
+  po::variables_map vm;
+  try {
+    parse({"--config", cfg_path.c_str()}, cfg, vm);
+    FAIL() << "expected a usage error";
+  } catch (const evl::UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("evl_cli_bad.ini"), std::string::npos) << e.what();
+  }
+  fs::remove(ini);
+}
+
+TEST(Cli, MissingConfigFileIsAUsageError) {
+  DemoConfig cfg;
+  po::variables_map vm;
+  EXPECT_THROW(parse({"--config", "/nonexistent/x.ini"}, cfg, vm), evl::UsageError);
+}
+
+TEST(Cli, RunMapsExceptionsToExitCodes) {
+  EXPECT_EQ(evl::cli::run(kTool, [] { return 0; }), 0);
+  EXPECT_EQ(evl::cli::run(kTool, []() -> int { throw evl::UsageError("bad"); }), 2);
+  EXPECT_EQ(evl::cli::run(kTool, []() -> int { throw evl::Error("broken"); }), 1);
+  EXPECT_EQ(evl::cli::run(kTool, []() -> int { throw std::runtime_error("x"); }), 1);
+}
+
+TEST(Check, MessagesConcatenatePieces) {
+  try {
+    EVL_CHECK(1 + 1 == 3, "shard '", "features-00001-of-00002", "': record ", 42, " bad");
+    FAIL();
+  } catch (const evl::Error& e) {
+    EXPECT_STREQ(e.what(), "shard 'features-00001-of-00002': record 42 bad");
+  }
+}

@@ -1,0 +1,78 @@
+// The command-line contract of every evl executable in bin/ (DESIGN.md,
+// "Command line"): --help and --version print to stdout and exit 0; an unknown
+// flag exits 2 with `error: ...` on stderr and nothing on stdout.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "evl/version.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Result run(const std::string& exe, const std::string& args) {
+  const fs::path dir = fs::temp_directory_path();
+  const fs::path out = dir / "evl_tools_test.out", err = dir / "evl_tools_test.err";
+  const std::string cmd =
+      "'" + exe + "' " + args + " >'" + out.string() + "' 2>'" + err.string() + "' </dev/null";
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+std::vector<fs::path> tools() {
+  std::vector<fs::path> found;
+  for (const auto& e : fs::directory_iterator(EVL_TOOLS_DIR)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("evl_", 0) == 0 && name.find("_test") == std::string::npos &&
+        (e.status().permissions() & fs::perms::owner_exec) != fs::perms::none)
+      found.push_back(e.path());
+  }
+  return found;
+}
+
+}  // namespace
+
+TEST(Tools, EveryToolHonoursHelpVersionAndBadFlags) {
+  const auto all = tools();
+  if (all.empty()) GTEST_SKIP() << "no evl_* tools built in " << EVL_TOOLS_DIR;
+  for (const auto& exe : all) {
+    SCOPED_TRACE(exe.filename().string());
+    const Result help = run(exe.string(), "--help");
+    EXPECT_EQ(help.code, 0) << help.err;
+    EXPECT_NE(help.out.find("usage:"), std::string::npos) << help.out;
+    EXPECT_NE(help.out.find("--config"), std::string::npos) << help.out;
+
+    const Result version = run(exe.string(), "--version");
+    EXPECT_EQ(version.code, 0) << version.err;
+    EXPECT_NE(version.out.find(EVL_VERSION), std::string::npos) << version.out;
+
+    const Result bad = run(exe.string(), "--definitely-not-a-flag");
+    EXPECT_EQ(bad.code, 2) << bad.out << bad.err;
+    EXPECT_EQ(bad.err.rfind("error: ", 0), 0u) << bad.err;
+    EXPECT_TRUE(bad.out.empty()) << bad.out;
+  }
+}
