@@ -151,6 +151,16 @@ struct Manifest {
 void check_matches(const Manifest& expected, const Manifest& found, const std::string& where,
                    const std::vector<std::string>& fields = {});
 
+// Frozen Q/K weights for compact mode, stored as `qk_weights.evl` beside the
+// manifest, encoded like a record (same header, arrays, checksum). Arrays, for
+// each backbone block b whose Q/K the decoder needs (float32):
+//   "ln_1.weight.<b>" (C), "ln_1.bias.<b>" (C), "q_proj.weight.<b>" (C, C),
+//   "q_proj.bias.<b>" (C), "k_proj.weight.<b>" (C, C), "k_proj.bias.<b>" (C)
+// so that  q = layer_norm(x_in, eps 1e-5) @ q_proj.weight^T + q_proj.bias,
+// with x_in the output of block b-1 (x[i] of a compact record).
+void save_qk_weights(const std::string& cache_dir, const Record& weights);
+Record load_qk_weights(const std::string& cache_dir);
+
 // Writes records into one shard. Batched write transactions (commit() or every
 // `batch_records`), map grown on MDB_MAP_FULL, durable commits (fsync).
 class ShardWriter {
