@@ -1,0 +1,403 @@
+// Implements the HDF5 score file (scores.h) on HDF5's C API, with a small
+// move-only RAII class for hid_t handles and HDF5's own error stack text in
+// every error. Does not compress or chunk: score files are small and read whole.
+#include "evaluate/scores.h"
+
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <unordered_map>
+
+#include "common/check.h"
+#include "evl/version.h"
+
+namespace evl {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::mutex& hdf5_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+// Owns one HDF5 identifier and closes it with the matching H5?close.
+class H5Id {
+ public:
+  using Closer = herr_t (*)(hid_t);
+  H5Id() = default;
+  H5Id(hid_t id, Closer close) : id_(id), close_(close) {}
+  H5Id(H5Id&& o) noexcept : id_(o.id_), close_(o.close_) { o.id_ = H5I_INVALID_HID; }
+  H5Id& operator=(H5Id&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = o.id_;
+      close_ = o.close_;
+      o.id_ = H5I_INVALID_HID;
+    }
+    return *this;
+  }
+  H5Id(const H5Id&) = delete;
+  H5Id& operator=(const H5Id&) = delete;
+  ~H5Id() { reset(); }
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+
+ private:
+  void reset() {
+    if (id_ >= 0 && close_) close_(id_);
+    id_ = H5I_INVALID_HID;
+  }
+  hid_t id_ = H5I_INVALID_HID;
+  Closer close_ = nullptr;
+};
+
+herr_t collect_error(unsigned n, const H5E_error2_t* e, void* data) {
+  auto* out = static_cast<std::string*>(data);
+  if (n == 0 && e && e->desc) *out = str(e->func_name ? e->func_name : "?", ": ", e->desc);
+  return 0;
+}
+
+// The most specific message on HDF5's error stack (then cleared).
+std::string h5_error() {
+  std::string text;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_error, &text);
+  H5Eclear2(H5E_DEFAULT);
+  return text.empty() ? "unknown HDF5 error" : text;
+}
+
+// Stops HDF5 from printing its stack to stderr: errors travel as evl::Error.
+void silence_hdf5() {
+  static std::once_flag once;
+  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+}
+
+H5Id checked(hid_t id, H5Id::Closer close, const std::string& what, const std::string& action) {
+  if (id < 0) EVL_THROW(Error, what, ": cannot ", action, " (", h5_error(), ")");
+  return H5Id(id, close);
+}
+
+void check_status(herr_t rc, const std::string& what, const std::string& action) {
+  if (rc < 0) EVL_THROW(Error, what, ": cannot ", action, " (", h5_error(), ")");
+}
+
+H5Id utf8_vlen_string_type() {
+  H5Id t(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(t.get(), H5T_VARIABLE);
+  H5Tset_cset(t.get(), H5T_CSET_UTF8);
+  return t;
+}
+
+// Reads every string of a dataset or attribute (vlen or fixed-length).
+template <typename ReadFn>
+std::vector<std::string> read_strings(hid_t file_type, hid_t space, hssize_t count, ReadFn read,
+                                      const std::string& what) {
+  std::vector<std::string> out;
+  out.reserve(static_cast<size_t>(count));
+  if (H5Tis_variable_str(file_type) > 0) {
+    H5Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(mem.get(), H5T_VARIABLE);
+    H5Tset_cset(mem.get(), H5Tget_cset(file_type));
+    std::vector<char*> ptrs(static_cast<size_t>(count), nullptr);
+    check_status(read(mem.get(), ptrs.data()), what, "read strings");
+    for (char* p : ptrs) out.emplace_back(p ? p : "");
+#if H5_VERSION_GE(1, 12, 0)
+    H5Treclaim(mem.get(), space, H5P_DEFAULT, ptrs.data());
+#else
+    H5Dvlen_reclaim(mem.get(), space, H5P_DEFAULT, ptrs.data());
+#endif
+  } else {
+    const size_t width = H5Tget_size(file_type);
+    H5Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(mem.get(), width);
+    H5Tset_strpad(mem.get(), H5T_STR_NULLPAD);
+    std::vector<char> buf(width * static_cast<size_t>(count), '\0');
+    check_status(read(mem.get(), buf.data()), what, "read strings");
+    for (hssize_t i = 0; i < count; ++i) {
+      const char* p = buf.data() + static_cast<size_t>(i) * width;
+      size_t len = strnlen(p, width);
+      while (len > 0 && p[len - 1] == ' ') --len;  // H5T_STR_SPACEPAD writers
+      out.emplace_back(p, len);
+    }
+  }
+  return out;
+}
+
+struct Dataset {
+  H5Id id;
+  H5T_class_t type_class = H5T_NO_CLASS;
+  std::vector<hsize_t> dims;
+};
+
+Dataset open_dataset(hid_t file, const std::string& name, const std::string& what) {
+  if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0)
+    EVL_THROW(Error, what, ": missing dataset '", name,
+              "' (a score file needs 'scores', 'labels' and 'video_ids'; see evaluate/SCORES.md)");
+  const std::string ds_what = str(what, ": dataset '", name, "'");
+  Dataset d;
+  d.id = checked(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose, ds_what, "open it");
+  H5Id type = checked(H5Dget_type(d.id.get()), H5Tclose, ds_what, "read its type");
+  d.type_class = H5Tget_class(type.get());
+  H5Id space = checked(H5Dget_space(d.id.get()), H5Sclose, ds_what, "read its shape");
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  if (rank < 0) EVL_THROW(Error, ds_what, ": cannot read its shape (", h5_error(), ")");
+  d.dims.resize(static_cast<size_t>(rank));
+  if (rank > 0) H5Sget_simple_extent_dims(space.get(), d.dims.data(), nullptr);
+  return d;
+}
+
+std::string shape_text(const std::vector<hsize_t>& dims) {
+  std::string s = "(";
+  for (size_t i = 0; i < dims.size(); ++i) s += str(i ? ", " : "", dims[i]);
+  return s + (dims.size() == 1 ? ",)" : ")");
+}
+
+// Optional string attribute; nullopt-like: returns false when absent.
+bool read_string_attr(hid_t file, const char* name, const std::string& what, std::string& out) {
+  if (H5Aexists(file, name) <= 0) return false;
+  const std::string a_what = str(what, ": attribute '", name, "'");
+  H5Id attr = checked(H5Aopen(file, name, H5P_DEFAULT), H5Aclose, a_what, "open it");
+  H5Id type = checked(H5Aget_type(attr.get()), H5Tclose, a_what, "read its type");
+  if (H5Tget_class(type.get()) != H5T_STRING) EVL_THROW(Error, a_what, ": expected a string");
+  H5Id space = checked(H5Aget_space(attr.get()), H5Sclose, a_what, "read its shape");
+  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  if (n != 1) EVL_THROW(Error, a_what, ": expected one string, found ", n);
+  const hid_t aid = attr.get();
+  out = read_strings(
+      type.get(), space.get(), 1, [aid](hid_t mem, void* buf) { return H5Aread(aid, mem, buf); },
+      a_what)[0];
+  return true;
+}
+
+bool read_int_attr(hid_t file, const char* name, const std::string& what, int64_t& out) {
+  if (H5Aexists(file, name) <= 0) return false;
+  const std::string a_what = str(what, ": attribute '", name, "'");
+  H5Id attr = checked(H5Aopen(file, name, H5P_DEFAULT), H5Aclose, a_what, "open it");
+  H5Id type = checked(H5Aget_type(attr.get()), H5Tclose, a_what, "read its type");
+  if (H5Tget_class(type.get()) != H5T_INTEGER) EVL_THROW(Error, a_what, ": expected an integer");
+  H5Id space = checked(H5Aget_space(attr.get()), H5Sclose, a_what, "read its shape");
+  if (H5Sget_simple_extent_npoints(space.get()) != 1)
+    EVL_THROW(Error, a_what, ": expected one integer");
+  check_status(H5Aread(attr.get(), H5T_NATIVE_INT64, &out), a_what, "read it");
+  return true;
+}
+
+void write_string_attr(hid_t file, const char* name, const std::string& value,
+                       const std::string& what) {
+  H5Id type = utf8_vlen_string_type();
+  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
+  H5Id attr = checked(H5Acreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                      H5Aclose, what, str("create attribute '", name, "'"));
+  const char* p = value.c_str();
+  check_status(H5Awrite(attr.get(), type.get(), &p), what, str("write attribute '", name, "'"));
+}
+
+void write_int_attr(hid_t file, const char* name, int64_t value, const std::string& what) {
+  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
+  H5Id attr = checked(H5Acreate2(file, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                      H5Aclose, what, str("create attribute '", name, "'"));
+  check_status(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value), what,
+               str("write attribute '", name, "'"));
+}
+
+void write_dataset(hid_t file, const char* name, hid_t file_type, hid_t mem_type,
+                   const std::vector<hsize_t>& dims, const void* data, const std::string& what) {
+  H5Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+  H5Id ds =
+      checked(H5Dcreate2(file, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+              H5Dclose, what, str("create dataset '", name, "'"));
+  check_status(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), what,
+               str("write dataset '", name, "'"));
+}
+
+}  // namespace
+
+const char* to_string(ScoreKind kind) {
+  return kind == ScoreKind::kLogits ? "logits" : "probabilities";
+}
+
+ScoreKind parse_score_kind(const std::string& text) {
+  if (text == "probabilities" || text == "probs") return ScoreKind::kProbabilities;
+  if (text == "logits") return ScoreKind::kLogits;
+  EVL_THROW(Error, "score kind '", text, "': expected 'probabilities' or 'logits'");
+}
+
+int64_t ScoreFile::num_classes() const {
+  const int64_t n = num_videos();
+  return n > 0 ? static_cast<int64_t>(scores.size()) / n : 0;
+}
+
+void validate_scores(const ScoreFile& f, const std::string& what) {
+  const int64_t n = f.num_videos();
+  EVL_CHECK(n >= 1, what, ": dataset 'video_ids' is empty (no videos)");
+  EVL_CHECK(!f.scores.empty() && f.scores.size() % static_cast<size_t>(n) == 0, what,
+            ": dataset 'scores' holds ", f.scores.size(), " values, not N*K for N=", n);
+  const int64_t k = f.num_classes();
+  EVL_CHECK(static_cast<int64_t>(f.labels.size()) == n, what, ": dataset 'labels' has ",
+            f.labels.size(), " entries but 'video_ids' has ", n);
+  const bool probs = f.kind == ScoreKind::kProbabilities;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = f.scores.data() + i * k;
+    for (int64_t j = 0; j < k; ++j) {
+      const float v = row[j];
+      if (!std::isfinite(v))
+        EVL_THROW(Error, what, ": dataset 'scores' row ", i, " (video '", f.video_ids[i],
+                  "') class ", j, " is ", v, "; scores must be finite");
+      if (probs && (v < -1e-6f || v > 1.0f + 1e-4f))
+        EVL_THROW(Error, what, ": dataset 'scores' row ", i, " (video '", f.video_ids[i],
+                  "') class ", j, " is ", v,
+                  " but kind is 'probabilities' (values in [0, 1]); set kind='logits' if these "
+                  "are logits");
+    }
+    EVL_CHECK(f.labels[i] >= -1 && f.labels[i] < k, what, ": dataset 'labels' row ", i, " (video '",
+              f.video_ids[i], "') is ", f.labels[i], ", outside [-1, ", k, ")");
+  }
+  std::unordered_map<std::string, int64_t> seen;
+  seen.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    EVL_CHECK(!f.video_ids[i].empty(), what, ": dataset 'video_ids' row ", i, " is empty");
+    auto [it, fresh] = seen.emplace(f.video_ids[i], i);
+    EVL_CHECK(fresh, what, ": dataset 'video_ids' has duplicate id '", f.video_ids[i], "' (rows ",
+              it->second, " and ", i, ")");
+  }
+  EVL_CHECK(f.num_views >= 1, what, ": attribute 'num_views' is ", f.num_views, ", must be >= 1");
+}
+
+void write_scores(const std::string& path, const ScoreFile& file) {
+  const std::string what = str("score file '", path, "'");
+  validate_scores(file, what);
+  std::lock_guard<std::mutex> lock(hdf5_mutex());
+  silence_hdf5();
+  const std::string tmp = str(path, ".tmp.", getpid());
+  try {
+    {
+      H5Id f = checked(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose,
+                       what, str("create '", tmp, "'"));
+      const auto n = static_cast<hsize_t>(file.num_videos());
+      const auto k = static_cast<hsize_t>(file.num_classes());
+      write_dataset(f.get(), "scores", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {n, k}, file.scores.data(),
+                    what);
+      write_dataset(f.get(), "labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {n}, file.labels.data(),
+                    what);
+      std::vector<const char*> ids;
+      ids.reserve(n);
+      for (const auto& s : file.video_ids) ids.push_back(s.c_str());
+      H5Id str_type = utf8_vlen_string_type();
+      write_dataset(f.get(), "video_ids", str_type.get(), str_type.get(), {n}, ids.data(), what);
+      write_string_attr(f.get(), "kind", to_string(file.kind), what);
+      write_int_attr(f.get(), "num_views", file.num_views, what);
+      write_string_attr(f.get(), "model", file.model, what);
+      write_string_attr(f.get(), "evl_version",
+                        file.evl_version.empty() ? EVL_VERSION : file.evl_version, what);
+      write_int_attr(f.get(), "format_version", kScoresFormatVersion, what);
+      check_status(H5Fflush(f.get(), H5F_SCOPE_GLOBAL), what, "flush it");
+    }
+    fs::rename(tmp, path);
+  } catch (const fs::filesystem_error& e) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    EVL_THROW(Error, what, ": cannot move '", tmp, "' into place: ", e.code().message());
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+}
+
+ScoreFile read_scores(const std::string& path) {
+  const std::string what = str("score file '", path, "'");
+  std::error_code ec;
+  EVL_CHECK(fs::exists(path, ec), what, ": no such file");
+  EVL_CHECK(fs::is_regular_file(path, ec), what, ": not a regular file");
+  std::lock_guard<std::mutex> lock(hdf5_mutex());
+  silence_hdf5();
+  if (H5Fis_hdf5(path.c_str()) <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    EVL_THROW(Error, what, ": not an HDF5 file (score files are HDF5; see evaluate/SCORES.md)");
+  }
+  H5Id f = checked(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, what, "open it");
+  ScoreFile out;
+
+  Dataset scores = open_dataset(f.get(), "scores", what);
+  EVL_CHECK(scores.type_class == H5T_FLOAT && scores.dims.size() == 2, what,
+            ": dataset 'scores' must be a 2-D float array (N, K), found ",
+            scores.type_class == H5T_FLOAT ? "float " : "non-float ", shape_text(scores.dims));
+  const hsize_t n = scores.dims[0], k = scores.dims[1];
+  EVL_CHECK(n >= 1 && k >= 1, what, ": dataset 'scores' has shape ", shape_text(scores.dims),
+            "; need at least one video and one class");
+  out.scores.resize(n * k);
+  check_status(
+      H5Dread(scores.id.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.scores.data()),
+      what, "read dataset 'scores'");
+
+  Dataset labels = open_dataset(f.get(), "labels", what);
+  EVL_CHECK(labels.type_class == H5T_INTEGER && labels.dims.size() == 1 && labels.dims[0] == n,
+            what, ": dataset 'labels' must be a 1-D integer array of length N=", n, ", found ",
+            labels.type_class == H5T_INTEGER ? "integer " : "non-integer ",
+            shape_text(labels.dims));
+  out.labels.resize(n);
+  check_status(
+      H5Dread(labels.id.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.labels.data()),
+      what, "read dataset 'labels'");
+
+  Dataset ids = open_dataset(f.get(), "video_ids", what);
+  EVL_CHECK(ids.type_class == H5T_STRING && ids.dims.size() == 1 && ids.dims[0] == n, what,
+            ": dataset 'video_ids' must be a 1-D string array of length N=", n, ", found ",
+            ids.type_class == H5T_STRING ? "string " : "non-string ", shape_text(ids.dims));
+  {
+    H5Id type = checked(H5Dget_type(ids.id.get()), H5Tclose, what, "read type of 'video_ids'");
+    H5Id space = checked(H5Dget_space(ids.id.get()), H5Sclose, what, "read 'video_ids'");
+    const hid_t did = ids.id.get();
+    out.video_ids = read_strings(
+        type.get(), space.get(), static_cast<hssize_t>(n),
+        [did](hid_t mem, void* buf) {
+          return H5Dread(did, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+        },
+        str(what, ": dataset 'video_ids'"));
+  }
+
+  std::string kind;
+  EVL_CHECK(read_string_attr(f.get(), "kind", what, kind), what,
+            ": missing attribute 'kind' (set it to 'probabilities' or 'logits', e.g. "
+            "f.attrs['kind'] = 'logits' in h5py)");
+  try {
+    out.kind = parse_score_kind(kind);
+  } catch (const Error& e) {
+    EVL_THROW(Error, what, ": attribute 'kind': ", e.what());
+  }
+  int64_t version = kScoresFormatVersion;
+  if (read_int_attr(f.get(), "format_version", what, version))
+    EVL_CHECK(version >= 1 && version <= kScoresFormatVersion, what, ": format_version ", version,
+              " is not supported (this evl reads up to ", kScoresFormatVersion,
+              "); upgrade evl or rewrite the file");
+  if (!read_int_attr(f.get(), "num_views", what, out.num_views)) out.num_views = 1;
+  if (!read_string_attr(f.get(), "model", what, out.model) || out.model.empty())
+    out.model = fs::path(path).stem().string();
+  read_string_attr(f.get(), "evl_version", what, out.evl_version);
+  validate_scores(out, what);
+  return out;
+}
+
+std::vector<float> to_probabilities(const ScoreFile& file) {
+  if (file.kind == ScoreKind::kProbabilities) return file.scores;
+  const int64_t n = file.num_videos(), k = file.num_classes();
+  std::vector<float> out(file.scores.size());
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = file.scores.data() + i * k;
+    float* dst = out.data() + i * k;
+    const float mx = *std::max_element(row, row + k);
+    double sum = 0;
+    for (int64_t j = 0; j < k; ++j) sum += std::exp(static_cast<double>(row[j]) - mx);
+    for (int64_t j = 0; j < k; ++j)
+      dst[j] = static_cast<float>(std::exp(static_cast<double>(row[j]) - mx) / sum);
+  }
+  return out;
+}
+
+}  // namespace evl
