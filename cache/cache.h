@@ -10,7 +10,8 @@
 //   storage kCompact: "x"              (M+1, T, L, C)  blocks first-1 .. last;
 //                     Q/K are recomputed from x[i] (the input of block i+1) with
 //                     the frozen ln_1 + q/k in-projection weights stored beside
-//                     the manifest in `qk_weights.safetensors`.
+//                     the manifest in `qk_weights.evl` (see save_qk_weights).
+//                     Compact mode needs contiguous `layers` (l0, l0+1, ..).
 //   optional "inputs" (T, 3, H, W) float32: the preprocessed frames fed to the ViT.
 //
 // Keys are "<clip index, 10 digits>/<view index, 3 digits>", so every view of a
@@ -19,9 +20,15 @@
 // Threading (LMDB's rules, which this API inherits):
 //  - One ShardWriter per shard directory at a time (LMDB allows one write txn
 //    per environment; a second writer process blocks on LMDB's lock).
-//  - CacheReader is safe to use from many threads at once: each call opens its
-//    own read-only transaction. Many processes may read concurrently.
-//  - A RecordView's pointers are valid only while its ReadTxn lives.
+//  - A ShardWriter is used from one thread at a time (LMDB write txns are tied
+//    to their thread).
+//  - CacheReader is safe to use from many threads at once: shards are opened
+//    read-only with MDB_NOTLS and each call runs its own read-only transaction.
+//    Many processes may read concurrently, also while a writer appends.
+//  - LMDB memory (MDB_val, RecordView pointers) is valid only inside its read
+//    transaction, i.e. during the with_record callback; copy (to_record) to keep.
+//  - LMDB forbids opening the same environment twice in one process: do not keep
+//    a ShardWriter and a CacheReader on the same shard open at the same time.
 // Errors: evl::Error (common/check.h) naming the shard directory and the key.
 #pragma once
 
@@ -40,8 +47,8 @@ inline constexpr uint32_t kFormatVersion = 1;
 enum class DType : uint8_t { kF16 = 1, kBF16 = 2, kF32 = 3 };
 enum class StorageMode { kQK, kCompact };
 
-size_t dtype_size(DType dtype);
-std::string to_string(DType dtype);         // "fp16" | "bf16" | "fp32"
+size_t dtype_size(DType dtype);              // 2, 2, 4; throws evl::Error for an unknown code
+std::string to_string(DType dtype);          // "fp16" | "bf16" | "fp32"
 DType parse_dtype(const std::string& name);  // throws evl::UsageError
 std::string to_string(StorageMode mode);     // "qk" | "compact"
 StorageMode parse_storage_mode(const std::string& name);
@@ -98,16 +105,30 @@ std::string shard_name(int index, int count);
 
 // Serialises a record (header + arrays + checksum) and back. parse verifies
 // magic, version, sizes and the checksum; `where` names shard/key in errors.
+// decode_record's view points into `data` (no copy); with verify_checksum=false
+// the xxh64 pass is skipped (sizes and structure are still checked).
 std::vector<uint8_t> encode_record(const Record& record);
-RecordView decode_record(const void* data, size_t size, const std::string& where);
+RecordView decode_record(const void* data, size_t size, const std::string& where,
+                         bool verify_checksum = true);
+
+// Scalar conversions (round to nearest even; NaN stays NaN, overflow -> inf).
+float half_to_float(uint16_t h);
+uint16_t float_to_half(float f);
+float bf16_to_float(uint16_t b);
+uint16_t float_to_bf16(float f);
+// `n` floats -> an Array of `dtype` with `shape` (numel must equal n).
+Array make_array(DType dtype, std::vector<int64_t> shape, const float* values, size_t n);
+// Any array -> float32, `out` holds view.numel() floats.
+void to_float32(const ArrayView& view, float* out);
 
 // Provenance of a cache. Readers compare the fields that matter to them and
 // refuse a mismatch naming the field (check_matches).
 struct BackboneInfo {
-  std::string file;          // file name as given
-  std::string hash;          // xxh64 of the file's bytes, hex
-  std::string format;        // "openai-torchscript" | "hf-safetensors"
-  int64_t width = 0, depth = 0, heads = 0, patch = 0, grid = 0;  // grid: tokens per side at input_size
+  std::string file;    // file name as given
+  std::string hash;    // xxh64 of the file's bytes, hex
+  std::string format;  // "openai-torchscript" | "hf-safetensors"
+  int64_t width = 0, depth = 0, heads = 0, patch = 0,
+          grid = 0;  // grid: tokens per side at input_size
   int64_t input_size = 224;
 };
 
@@ -120,15 +141,15 @@ struct Manifest {
   StorageMode storage = StorageMode::kQK;
   DType dtype = DType::kF16;
   int64_t frames = 8;
-  int64_t stride = 16;              // dense sampling stride; 0 with sampling "tsn"
-  std::string sampling = "dense";   // "dense" | "tsn"
+  int64_t stride = 16;                            // dense sampling stride; 0 with sampling "tsn"
+  std::string sampling = "dense";                 // "dense" | "tsn"
   int64_t temporal_views = 1, spatial_views = 1;  // test views per clip
-  int64_t train_views = 0;          // K augmented views per clip (0: test views)
-  std::vector<double> mean, std;    // normalisation, 3 values each
+  int64_t train_views = 0;                        // K augmented views per clip (0: test views)
+  std::vector<double> mean, std;                  // normalisation, 3 values each
   uint64_t seed = 0;
-  bool has_inputs = false;          // records carry "inputs"
-  std::string list_file;            // dataset list it was extracted from
-  int64_t num_clips = 0;            // clips in the whole list (all shards)
+  bool has_inputs = false;  // records carry "inputs"
+  std::string list_file;    // dataset list it was extracted from
+  int64_t num_clips = 0;    // clips in the whole list (all shards)
   struct Shard {
     std::string name;
     int64_t records = 0;
@@ -151,6 +172,14 @@ struct Manifest {
 void check_matches(const Manifest& expected, const Manifest& found, const std::string& where,
                    const std::vector<std::string>& fields = {});
 
+// The arrays every record of a cache must hold, with their shapes, from the
+// manifest: x/q/k (M,T,L,C) or x (M+1,T,L,C), plus inputs (T,3,H,W) when
+// has_inputs. L = grid*grid + 1, C = backbone.width, H = W = input_size.
+std::vector<std::pair<std::string, std::vector<int64_t>>> expected_arrays(const Manifest& m);
+// Throws evl::Error `where: array 'x' has shape (..), the manifest says (..)`
+// (also for a missing/extra array or a dtype other than the manifest's).
+void check_record_shape(const Manifest& m, const RecordView& record, const std::string& where);
+
 // Frozen Q/K weights for compact mode, stored as `qk_weights.evl` beside the
 // manifest, encoded like a record (same header, arrays, checksum). Arrays, for
 // each backbone block b whose Q/K the decoder needs (float32):
@@ -158,14 +187,28 @@ void check_matches(const Manifest& expected, const Manifest& found, const std::s
 //   "q_proj.bias.<b>" (C), "k_proj.weight.<b>" (C, C), "k_proj.bias.<b>" (C)
 // so that  q = layer_norm(x_in, eps 1e-5) @ q_proj.weight^T + q_proj.bias,
 // with x_in the output of block b-1 (x[i] of a compact record).
-void save_qk_weights(const std::string& cache_dir, const Record& weights);
-Record load_qk_weights(const std::string& cache_dir);
+void save_qk_weights(const std::string& cache_dir, const Record& weights);  // atomic
+Record load_qk_weights(const std::string& cache_dir);  // verifies checksum and shapes
+
+// Compact mode: Q and K of backbone block `block` from its input.
+// x_in (R, C) float32 rows (R = T*L), q and k (R, C) float32 outputs.
+// Plain C++ (no BLAS), accumulates in float; thread-safe (reads `weights` only).
+void compute_qk(const Record& weights, int64_t block, const float* x_in, int64_t rows,
+                int64_t width, float* q, float* k);
 
 // Writes records into one shard. Batched write transactions (commit() or every
 // `batch_records`), map grown on MDB_MAP_FULL, durable commits (fsync).
+// A failed commit (disk full, I/O error) throws evl::Error saying so; records
+// committed before stay intact and the writer refuses further use.
 class ShardWriter {
  public:
+  struct Options {
+    size_t batch_records = 16;
+    size_t max_batch_bytes = size_t(256) << 20;  // commit earlier when the batch is this big
+    size_t initial_map_bytes = size_t(1) << 30;  // grown automatically (doubling)
+  };
   explicit ShardWriter(const std::string& shard_dir, size_t batch_records = 16);
+  ShardWriter(const std::string& shard_dir, Options options);
   ~ShardWriter();  // commits pending records
   ShardWriter(const ShardWriter&) = delete;
   ShardWriter& operator=(const ShardWriter&) = delete;
@@ -186,14 +229,15 @@ class ShardWriter {
 class CacheReader {
  public:
   struct Options {
-    bool no_readahead = false;  // MDB_NORDAHEAD, for random access on big caches
+    bool no_readahead = false;     // MDB_NORDAHEAD, for random access on big caches
+    bool verify_checksums = true;  // xxh64 of every record read
   };
   explicit CacheReader(const std::string& cache_dir);
   CacheReader(const std::string& cache_dir, Options options);
   ~CacheReader();
 
   const Manifest& manifest() const;
-  int64_t size() const;  // records in all shards
+  int64_t size() const;                          // records in all shards
   const std::vector<std::string>& keys() const;  // sorted by (clip, view)
 
   // Copies record i / key out of the map (verifying its checksum).
@@ -202,6 +246,9 @@ class CacheReader {
 
   // Zero-copy access: `fn` sees a view valid only during the call.
   void with_record(int64_t index, const std::function<void(const RecordView&)>& fn) const;
+  void with_record(const std::string& key, const std::function<void(const RecordView&)>& fn) const;
+  int64_t index_of(const std::string& key) const;    // -1 when absent
+  const std::string& shard_of(int64_t index) const;  // shard directory name of record i
 
   // Clips (groups of views) in list order.
   struct Clip {

@@ -1,0 +1,291 @@
+// The cache manifest (manifest.json): JSON encoding with field checks,
+// atomic save, provenance comparison, and the per-record shapes it implies.
+// Deliberately strict: unknown format versions and missing fields are errors.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cache/cache.h"
+#include "cache/lmdb_env.h"
+#include "common/check.h"
+
+namespace evl::cache {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace detail {
+
+void write_file_atomic(const std::string& path, const void* data, size_t size) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  EVL_CHECK(fd >= 0, "cannot create '", tmp, "': ", std::strerror(errno));
+  const auto* p = static_cast<const char*>(data);
+  size_t done = 0;
+  int err = 0;
+  while (done < size) {
+    const ssize_t n = ::write(fd, p + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      err = n < 0 ? errno : EIO;
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (!err && ::fsync(fd) != 0) err = errno;
+  ::close(fd);
+  if (err) {
+    ::unlink(tmp.c_str());
+    EVL_THROW(Error, "cannot write '", path, "': ", std::strerror(err));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    err = errno;
+    ::unlink(tmp.c_str());
+    EVL_THROW(Error, "cannot rename '", tmp, "' to '", path, "': ", std::strerror(err));
+  }
+  const std::string dir = fs::path(path).parent_path().empty()
+                              ? std::string(".")
+                              : fs::path(path).parent_path().string();
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  EVL_CHECK(in, "cannot open '", path, "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EVL_CHECK(!in.bad(), "cannot read '", path, "'");
+  return ss.str();
+}
+
+}  // namespace detail
+
+std::string Manifest::to_json() const {
+  json shards_json = json::array();
+  for (const auto& s : shards) shards_json.push_back({{"name", s.name}, {"records", s.records}});
+  json j = {
+      {"format", "evl-cache"},
+      {"format_version", format_version},
+      {"tool_version", tool_version},
+      {"created", created},
+      {"backbone",
+       {{"file", backbone.file},
+        {"hash", backbone.hash},
+        {"format", backbone.format},
+        {"width", backbone.width},
+        {"depth", backbone.depth},
+        {"heads", backbone.heads},
+        {"patch", backbone.patch},
+        {"grid", backbone.grid},
+        {"input_size", backbone.input_size}}},
+      {"layers", layers},
+      {"storage", to_string(storage)},
+      {"dtype", to_string(dtype)},
+      {"frames", frames},
+      {"stride", stride},
+      {"sampling", sampling},
+      {"temporal_views", temporal_views},
+      {"spatial_views", spatial_views},
+      {"train_views", train_views},
+      {"mean", mean},
+      {"std", std},
+      {"seed", seed},
+      {"has_inputs", has_inputs},
+      {"list_file", list_file},
+      {"num_clips", num_clips},
+      {"shards", shards_json},
+  };
+  return j.dump(2) + "\n";
+}
+
+namespace {
+
+// Reads j[name] into out, with an error naming the file and the field.
+template <typename T>
+void field(const json& j, const char* name, T& out, const std::string& where) {
+  auto it = j.find(name);
+  EVL_CHECK(it != j.end(), where, ": missing field '", name, "'");
+  try {
+    out = it->get<T>();
+  } catch (const json::exception& e) {
+    EVL_THROW(Error, where, ": field '", name, "' has the wrong type (", e.what(), ")");
+  }
+}
+
+}  // namespace
+
+Manifest Manifest::from_json(const std::string& text, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    EVL_THROW(Error, where, ": not valid JSON: ", e.what());
+  }
+  EVL_CHECK(j.is_object(), where, ": not a JSON object");
+  std::string format;
+  field(j, "format", format, where);
+  EVL_CHECK(format == "evl-cache", where, ": field 'format' is '", format,
+            "', expected 'evl-cache'");
+  Manifest m;
+  field(j, "format_version", m.format_version, where);
+  EVL_CHECK(m.format_version >= 1 && m.format_version <= kFormatVersion, where,
+            ": written by cache format version ", m.format_version, "; this evl reads version ",
+            kFormatVersion, m.format_version > kFormatVersion ? " (upgrade evl)" : "");
+  field(j, "tool_version", m.tool_version, where);
+  field(j, "created", m.created, where);
+  json b;
+  field(j, "backbone", b, where);
+  const std::string bw = where + " backbone";
+  field(b, "file", m.backbone.file, bw);
+  field(b, "hash", m.backbone.hash, bw);
+  field(b, "format", m.backbone.format, bw);
+  field(b, "width", m.backbone.width, bw);
+  field(b, "depth", m.backbone.depth, bw);
+  field(b, "heads", m.backbone.heads, bw);
+  field(b, "patch", m.backbone.patch, bw);
+  field(b, "grid", m.backbone.grid, bw);
+  field(b, "input_size", m.backbone.input_size, bw);
+  field(j, "layers", m.layers, where);
+  std::string storage, dtype;
+  field(j, "storage", storage, where);
+  field(j, "dtype", dtype, where);
+  try {
+    m.storage = parse_storage_mode(storage);
+    m.dtype = parse_dtype(dtype);
+  } catch (const UsageError& e) {
+    EVL_THROW(Error, where, ": ", e.what());
+  }
+  field(j, "frames", m.frames, where);
+  field(j, "stride", m.stride, where);
+  field(j, "sampling", m.sampling, where);
+  field(j, "temporal_views", m.temporal_views, where);
+  field(j, "spatial_views", m.spatial_views, where);
+  field(j, "train_views", m.train_views, where);
+  field(j, "mean", m.mean, where);
+  field(j, "std", m.std, where);
+  field(j, "seed", m.seed, where);
+  field(j, "has_inputs", m.has_inputs, where);
+  field(j, "list_file", m.list_file, where);
+  field(j, "num_clips", m.num_clips, where);
+  json shards;
+  field(j, "shards", shards, where);
+  EVL_CHECK(shards.is_array(), where, ": field 'shards' is not an array");
+  for (const auto& s : shards) {
+    Shard sh;
+    field(s, "name", sh.name, where + " shards[]");
+    field(s, "records", sh.records, where + " shards[]");
+    EVL_CHECK(!sh.name.empty() && sh.name.find('/') == std::string::npos, where,
+              ": bad shard name '", sh.name, "'");
+    m.shards.push_back(sh);
+  }
+  for (size_t i = 1; i < m.layers.size(); ++i)
+    EVL_CHECK(m.layers[i] > m.layers[i - 1], where, ": field 'layers' is not increasing");
+  if (m.storage == StorageMode::kCompact)
+    for (size_t i = 1; i < m.layers.size(); ++i)
+      EVL_CHECK(m.layers[i] == m.layers[i - 1] + 1, where,
+                ": storage 'compact' needs contiguous 'layers'");
+  return m;
+}
+
+Manifest Manifest::load(const std::string& cache_dir) {
+  const std::string path = (fs::path(cache_dir) / "manifest.json").string();
+  EVL_CHECK(fs::exists(path), "cache '", cache_dir, "': no manifest.json (not an evl cache?)");
+  return from_json(detail::read_file(path), path);
+}
+
+void Manifest::save(const std::string& cache_dir) const {
+  fs::create_directories(cache_dir);
+  const std::string text = to_json();
+  detail::write_file_atomic((fs::path(cache_dir) / "manifest.json").string(), text.data(),
+                            text.size());
+}
+
+namespace {
+
+template <typename T>
+std::string show(const T& v) {
+  return json(v).dump();
+}
+
+}  // namespace
+
+void check_matches(const Manifest& expected, const Manifest& found, const std::string& where,
+                   const std::vector<std::string>& fields) {
+  auto wanted = [&](const std::string& name) {
+    if (fields.empty()) return true;
+    for (const auto& f : fields)
+      if (f == name) return true;
+    return false;
+  };
+  auto cmp = [&](const std::string& name, const std::string& want, const std::string& got) {
+    if (!wanted(name) || want == got) return;
+    EVL_THROW(Error, where, ": provenance field '", name, "' is ", got, ", expected ", want);
+  };
+  const auto &e = expected, &f = found;
+  cmp("backbone.hash", show(e.backbone.hash), show(f.backbone.hash));
+  cmp("backbone.width", show(e.backbone.width), show(f.backbone.width));
+  cmp("backbone.depth", show(e.backbone.depth), show(f.backbone.depth));
+  cmp("backbone.heads", show(e.backbone.heads), show(f.backbone.heads));
+  cmp("backbone.patch", show(e.backbone.patch), show(f.backbone.patch));
+  cmp("backbone.grid", show(e.backbone.grid), show(f.backbone.grid));
+  cmp("backbone.input_size", show(e.backbone.input_size), show(f.backbone.input_size));
+  cmp("layers", show(e.layers), show(f.layers));
+  cmp("storage", show(to_string(e.storage)), show(to_string(f.storage)));
+  cmp("frames", show(e.frames), show(f.frames));
+  cmp("stride", show(e.stride), show(f.stride));
+  cmp("sampling", show(e.sampling), show(f.sampling));
+  cmp("temporal_views", show(e.temporal_views), show(f.temporal_views));
+  cmp("spatial_views", show(e.spatial_views), show(f.spatial_views));
+  cmp("train_views", show(e.train_views), show(f.train_views));
+  cmp("mean", show(e.mean), show(f.mean));
+  cmp("std", show(e.std), show(f.std));
+  // Not compared unless asked for by name: they do not change the features' meaning.
+  if (!fields.empty()) {
+    cmp("dtype", show(to_string(e.dtype)), show(to_string(f.dtype)));
+    cmp("has_inputs", show(e.has_inputs), show(f.has_inputs));
+    cmp("seed", show(e.seed), show(f.seed));
+    cmp("list_file", show(e.list_file), show(f.list_file));
+    cmp("num_clips", show(e.num_clips), show(f.num_clips));
+    cmp("format_version", show(e.format_version), show(f.format_version));
+  }
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> expected_arrays(const Manifest& m) {
+  const int64_t M = static_cast<int64_t>(m.layers.size()), T = m.frames;
+  const int64_t L = m.backbone.grid * m.backbone.grid + 1, C = m.backbone.width;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  if (m.storage == StorageMode::kQK) {
+    for (const char* name : {"x", "q", "k"}) out.push_back({name, {M, T, L, C}});
+  } else {
+    out.push_back({"x", {M + 1, T, L, C}});
+  }
+  if (m.has_inputs) out.push_back({"inputs", {T, 3, m.backbone.input_size, m.backbone.input_size}});
+  return out;
+}
+
+void check_record_shape(const Manifest& m, const RecordView& record, const std::string& where) {
+  const auto want = expected_arrays(m);
+  for (const auto& [name, shape] : want) {
+    const ArrayView* a = record.find(name);
+    EVL_CHECK(a, where, ": array '", name, "' is missing");
+    EVL_CHECK(a->shape == shape, where, ": array '", name, "' has shape ", show(a->shape),
+              ", the manifest says ", show(shape));
+    const DType dt = name == "inputs" ? DType::kF32 : m.dtype;
+    EVL_CHECK(a->dtype == dt, where, ": array '", name, "' is ", to_string(a->dtype),
+              ", the manifest says ", to_string(dt));
+  }
+  EVL_CHECK(record.arrays.size() == want.size(), where, ": record holds ", record.arrays.size(),
+            " arrays, the manifest implies ", want.size());
+}
+
+}  // namespace evl::cache
