@@ -6,8 +6,7 @@
 #
 #   scripts/slurm/submit_pipeline.sh --work /scratch/k400-b16 --shards 16 \
 #     --train-list train.txt --val-list val.txt --root /data/k400 --backbone ViT-B-16.pt \
-#     --extract-config configs/k400_b16_8x16/extract.ini \
-#     --val-extract-config configs/k400_b16_8x16/extract-val.ini \
+#     --extract-config configs/k400_b16_8x16/extract.ini --train-extract-args "--train-views 1" \
 #     --train-config configs/k400_b16_8x16/train.ini
 #
 # Layout under --work: cache-train/ and cache-val/ (merged caches; the array
@@ -34,7 +33,7 @@ work="" shards=4 val_shards="" bin="$repo/build/bin" dry=()
 train_list="" val_list="" root="" backbone=""
 extract_config="" val_extract_config="" train_config=""
 train_extract_args="" val_extract_args="" train_args="" eval_args=""
-usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run | -h | --help) ;;
