@@ -1,0 +1,184 @@
+// ClipVision against PyTorch references written by tests/fixtures/backbone/make_tiny_clip.py
+// (nn.MultiheadAttention on the same fp16-rounded weights): per-block X, Q, K, the image
+// embedding, the 48px run with an interpolated position embedding, block selection.
+// Built twice: without EVL_GPU_TESTS (unit) and with it (label gpu; skips without CUDA).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <iterator>
+
+#include "common/check.h"
+#include "extract/clip_vit.h"
+
+namespace evl {
+namespace {
+
+const std::string kDir = std::string(EVL_SOURCE_DIR) + "/tests/fixtures/backbone/";
+
+std::map<std::string, torch::Tensor> load_ref() {
+  std::ifstream f(kDir + "tiny_clip_ref.pt", std::ios::binary);
+  std::vector<char> buf((std::istreambuf_iterator<char>(f)), {});
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& kv : torch::pickle_load(buf).toGenericDict())
+    out[kv.key().toStringRef()] = kv.value().toTensor();
+  return out;
+}
+
+// max |a-b| / max |b|: a scale-aware relative error that does not explode near zeros.
+double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  auto a32 = a.to(torch::kCPU, torch::kFloat), b32 = b.to(torch::kFloat);
+  return (a32 - b32).abs().max().item<double>() / b32.abs().max().item<double>();
+}
+
+void expect_matches_reference(LoadedBackbone& bb, const torch::Device& dev, double tol) {
+  auto ref = load_ref();
+  auto out = bb.model->forward(ref["images"].to(dev), {0, 1, 2}, /*with_embedding=*/true);
+  ASSERT_EQ(out.layers.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    const auto& l = out.layers[i];
+    EXPECT_EQ(l.block, i);
+    EXPECT_EQ(l.x.scalar_type(), torch::kFloat);
+    EXPECT_EQ(l.x.device(), dev);
+    EXPECT_LE(rel_err(l.x, ref[str("x.", i)]), tol) << "X of block " << i;
+    EXPECT_LE(rel_err(l.q, ref[str("q.", i)]), tol) << "Q of block " << i;
+    EXPECT_LE(rel_err(l.k, ref[str("k.", i)]), tol) << "K of block " << i;
+  }
+  EXPECT_LE(rel_err(out.embedding, ref["embedding"]), tol);
+}
+
+#ifndef EVL_GPU_TESTS
+
+TEST(ClipVit, OpenAITorchScriptMatchesPyTorchReference) {
+  auto bb = load_backbone(kDir + "tiny_clip_openai.pt");
+  EXPECT_EQ(bb.format, "openai-torchscript");
+  EXPECT_EQ(bb.arch.width, 32);
+  EXPECT_EQ(bb.arch.depth, 3);
+  EXPECT_EQ(bb.arch.heads, 2);  // read from the scripted MultiheadAttention
+  EXPECT_EQ(bb.arch.patch, 8);
+  EXPECT_EQ(bb.arch.grid, 4);
+  EXPECT_EQ(bb.arch.image_size, 32);
+  EXPECT_EQ(bb.arch.embed_dim, 16);
+  EXPECT_EQ(bb.arch.tokens(), 17);
+  EXPECT_EQ(bb.file_hash.size(), 16u);
+  expect_matches_reference(bb, torch::kCPU, 1e-5);
+}
+
+TEST(ClipVit, HFSafetensorsMatchesPyTorchReference) {
+  auto bb = load_backbone(kDir + "tiny_clip_hf.safetensors");
+  EXPECT_EQ(bb.format, "hf-safetensors");
+  EXPECT_EQ(bb.arch.heads, 2);  // from config.json
+  EXPECT_EQ(bb.arch.activation, "quick_gelu");
+  EXPECT_EQ(bb.arch.embed_dim, 16);
+  expect_matches_reference(bb, torch::kCPU, 1e-5);
+}
+
+TEST(ClipVit, OnlyRequestedBlocksAreReturnedAndMatch) {
+  auto bb = load_backbone(kDir + "tiny_clip_openai.pt");
+  auto ref = load_ref();
+  auto out = bb.model->forward(ref["images"], resolve_blocks("-2", 3));
+  ASSERT_EQ(out.layers.size(), 1u);
+  EXPECT_EQ(out.layers[0].block, 1);
+  EXPECT_FALSE(out.embedding.defined());
+  EXPECT_LE(rel_err(out.layers[0].q, ref["q.1"]), 1e-5);
+  EXPECT_LE(rel_err(out.layers[0].x, ref["x.1"]), 1e-5);
+}
+
+TEST(ClipVit, QKWeightsReproduceQAndKFromThePreviousBlockOutput) {
+  auto bb = load_backbone(kDir + "tiny_clip_openai.pt");
+  auto ref = load_ref();
+  auto w = bb.model->qk_weights(2);
+  auto h = torch::layer_norm(ref["x.1"], {32}, w.ln_weight, w.ln_bias, 1e-5);
+  EXPECT_LE(rel_err(torch::linear(h, w.q_weight, w.q_bias), ref["q.2"]), 1e-5);
+  EXPECT_LE(rel_err(torch::linear(h, w.k_weight, w.k_bias), ref["k.2"]), 1e-5);
+  EXPECT_THROW(bb.model->qk_weights(3), c10::Error);
+}
+
+TEST(ClipVit, InterpolatedPositionEmbeddingMatchesTorchBicubic) {
+  auto ref = load_ref();
+  BackboneOptions opt;
+  opt.input_size = 48;
+  auto bb = load_backbone(kDir + "tiny_clip_openai.pt", opt);
+  EXPECT_EQ(bb.model->input_size(), 48);
+  // The grid resize alone, against F.interpolate(bicubic, align_corners=False) in Python.
+  auto w = read_clip_weights(kDir + "tiny_clip_openai.pt");
+  auto pe = interpolate_pos_embed(w.tensors.at("positional_embedding").to(torch::kFloat), 6);
+  EXPECT_LE(rel_err(pe, ref["pos_embed48"]), 1e-6);
+  auto out = bb.model->forward(ref["images48"], {2}, true);
+  EXPECT_LE(rel_err(out.layers[0].x, ref["x48.last"]), 1e-5);
+  EXPECT_LE(rel_err(out.embedding, ref["embedding48"]), 1e-5);
+  // Native-size images are now the wrong size.
+  EXPECT_THROW(bb.model->forward(ref["images"], {0}), c10::Error);
+}
+
+TEST(ClipVit, Bf16StaysWithinOnePercentOfReference) {
+  BackboneOptions opt;
+  opt.precision = Precision::kBF16;
+  auto bb = load_backbone(kDir + "tiny_clip_openai.pt", opt);
+  auto ref = load_ref();
+  auto out = bb.model->forward(ref["images"], {0, 1, 2}, true);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(out.layers[i].x.scalar_type(), torch::kFloat);
+    EXPECT_LE(rel_err(out.layers[i].x, ref[str("x.", i)]), 2e-2) << i;
+    EXPECT_LE(rel_err(out.layers[i].q, ref[str("q.", i)]), 2e-2) << i;
+  }
+}
+
+TEST(ClipVit, CloneGivesAnIndependentEqualModel) {
+  auto bb = load_backbone(kDir + "tiny_clip_openai.pt");
+  auto copy = std::dynamic_pointer_cast<ClipVisionImpl>(bb.model->clone());
+  ASSERT_TRUE(copy);
+  auto ref = load_ref();
+  auto out = copy->forward(ref["images"], {2});
+  EXPECT_LE(rel_err(out.layers[0].x, ref["x.2"]), 1e-5);
+}
+
+TEST(ClipVit, BadInputsAndOptionsThrow) {
+  auto bb = load_backbone(kDir + "tiny_clip_openai.pt");
+  EXPECT_THROW(bb.model->forward(torch::zeros({2, 3, 32}), {0}), c10::Error);
+  EXPECT_THROW(bb.model->forward(torch::zeros({1, 3, 32, 32}), {3}), c10::Error);
+  EXPECT_THROW(bb.model->forward(torch::zeros({1, 3, 32, 32}), {1, 0}), c10::Error);
+  BackboneOptions odd;
+  odd.input_size = 36;
+  EXPECT_THROW(load_backbone(kDir + "tiny_clip_openai.pt", odd), UsageError);
+  BackboneOptions half;
+  half.precision = Precision::kFP16;
+  EXPECT_THROW(load_backbone(kDir + "tiny_clip_openai.pt", half), UsageError);
+}
+
+TEST(ResolveBlocks, LastMExplicitAndNegativeIndices) {
+  using V = std::vector<int64_t>;
+  EXPECT_EQ(resolve_blocks("last4", 12), (V{8, 9, 10, 11}));
+  EXPECT_EQ(resolve_blocks("last 2", 24), (V{22, 23}));
+  EXPECT_EQ(resolve_blocks("all", 3), (V{0, 1, 2}));
+  EXPECT_EQ(resolve_blocks("11,8,9,10", 12), (V{8, 9, 10, 11}));
+  EXPECT_EQ(resolve_blocks("-4,-3,-2,-1", 12), (V{8, 9, 10, 11}));
+  EXPECT_EQ(resolve_blocks("0, -1", 12), (V{0, 11}));
+  for (const char* bad :
+       {"last0", "last13", "12", "-13", "1,1", "3,-9", "x", "", "last", "1,,2", "2a"})
+    EXPECT_THROW(resolve_blocks(bad, 12), UsageError) << bad;
+}
+
+#else  // EVL_GPU_TESTS
+
+TEST(ClipVitGpu, Fp16OnCudaWithinOnePercentOfReference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (LibTorch built without it)";
+  BackboneOptions opt;
+  opt.device = torch::Device(torch::kCUDA, 0);
+  opt.precision = Precision::kFP16;
+  auto bb = load_backbone(kDir + "tiny_clip_openai.pt", opt);
+  expect_matches_reference(bb, opt.device, 2e-2);
+}
+
+TEST(ClipVitGpu, Fp32OnCudaMatchesReference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (LibTorch built without it)";
+  BackboneOptions opt;
+  opt.device = torch::Device(torch::kCUDA, 0);
+  auto bb = load_backbone(kDir + "tiny_clip_openai.pt", opt);
+  expect_matches_reference(bb, opt.device, 1e-4);  // TF32 may be on for matmuls
+}
+
+#endif
+
+}  // namespace
+}  // namespace evl
