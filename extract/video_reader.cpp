@@ -1,0 +1,471 @@
+// VideoReader: a demux-only scan builds the presentation-order index from packet
+// timestamps; reads then seek or decode through by packet cost, and every
+// decoded frame is checked against the index (consecutive presentation ranks).
+// Streams whose timestamps cannot be trusted (missing or repeated pts, frames
+// the decoder drops) fall back to decoding from the start, indexed the way the
+// official loader does: a dict keyed by frame pts, sorted.
+#include "extract/video_reader.h"
+
+extern "C" {
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/display.h>
+#include <libswscale/swscale.h>
+}
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include "common/log.h"
+
+namespace evl {
+namespace {
+
+struct FormatCloser {
+  void operator()(AVFormatContext* c) const { avformat_close_input(&c); }
+};
+struct CodecCloser {
+  void operator()(AVCodecContext* c) const { avcodec_free_context(&c); }
+};
+struct FrameFree {
+  void operator()(AVFrame* f) const { av_frame_free(&f); }
+};
+struct PacketFree {
+  void operator()(AVPacket* p) const { av_packet_free(&p); }
+};
+struct SwsFree {
+  void operator()(SwsContext* s) const { sws_freeContext(s); }
+};
+using FormatPtr = std::unique_ptr<AVFormatContext, FormatCloser>;
+using CodecPtr = std::unique_ptr<AVCodecContext, CodecCloser>;
+using FramePtr = std::unique_ptr<AVFrame, FrameFree>;
+using PacketPtr = std::unique_ptr<AVPacket, PacketFree>;
+using SwsPtr = std::unique_ptr<SwsContext, SwsFree>;
+
+std::string av_error(int rc) {
+  char buf[AV_ERROR_MAX_STRING_SIZE] = {0};
+  av_strerror(rc, buf, sizeof(buf));
+  return buf;
+}
+
+// Internal signal: timestamps are not trustworthy; switch to sequential mode.
+struct NeedSequential {};
+
+// Cost of a seek in packets (demuxer seek + decoder flush + reorder refill).
+constexpr int64_t kSeekCostPackets = 4;
+
+}  // namespace
+
+struct VideoReader::Impl {
+  std::string path;
+  VideoReaderOptions opt;
+  VideoInfo info;
+  FormatPtr fmt;
+  CodecPtr dec;
+  FramePtr frame{av_frame_alloc()};
+  PacketPtr pkt{av_packet_alloc()};
+  SwsPtr sws;
+  int stream = -1;
+  int64_t frames_decoded = 0;
+
+  // Packets in decode order (zero-size packets skipped).
+  std::vector<int64_t> pkt_pts, pkt_dts;
+  std::vector<int64_t> keys;  // decode positions of keyframe packets
+  // Presentation index -> pts / decode position; pts -> presentation index.
+  std::vector<int64_t> idx_pts, idx_dpos;
+  std::unordered_map<int64_t, int64_t> pts_to_idx;
+  std::vector<double> times;
+  bool sequential = false;
+  std::vector<int64_t> seq_out_to_idx;  // output position -> index, -1 if dropped
+
+  // Decoder state in pts mode.
+  int64_t next_dpos = -1;  // decode position of the next packet to read; -1: unknown
+  int64_t expect = -1;     // index the next accepted frame must have
+  bool awaiting_first = true;
+
+  void open() {
+    AVFormatContext* raw = nullptr;
+    int rc = avformat_open_input(&raw, path.c_str(), nullptr, nullptr);
+    if (rc < 0) throw VideoError(path, "cannot open: " + av_error(rc));
+    fmt.reset(raw);
+    rc = avformat_find_stream_info(fmt.get(), nullptr);
+    if (rc < 0) throw VideoError(path, "cannot read stream info: " + av_error(rc));
+    std::string demuxer = fmt->iformat->name;
+    if (demuxer == "image2" ||
+        (demuxer.size() > 5 && demuxer.substr(demuxer.size() - 5) == "_pipe"))
+      throw VideoError(path, "is a still image (" + demuxer + "), not a video");
+    stream = -1;
+    for (unsigned i = 0; i < fmt->nb_streams; ++i) {
+      const AVStream* s = fmt->streams[i];
+      if (s->codecpar->codec_type == AVMEDIA_TYPE_VIDEO &&
+          !(s->disposition & AV_DISPOSITION_ATTACHED_PIC)) {
+        stream = static_cast<int>(i);
+        break;
+      }
+    }
+    if (stream < 0) throw VideoError(path, "no video stream (audio-only or data file?)");
+    for (unsigned i = 0; i < fmt->nb_streams; ++i)
+      if (static_cast<int>(i) != stream) fmt->streams[i]->discard = AVDISCARD_ALL;
+    const AVCodecParameters* par = fmt->streams[stream]->codecpar;
+    const AVCodec* codec = avcodec_find_decoder(par->codec_id);
+    if (!codec)
+      throw VideoError(path, str("no decoder for codec '", avcodec_get_name(par->codec_id), "'"));
+    if (par->width <= 0 || par->height <= 0 || int64_t{par->width} * par->height > opt.max_pixels)
+      throw VideoError(path, str("absurd frame dimensions ", par->width, "x", par->height));
+    dec.reset(avcodec_alloc_context3(codec));
+    avcodec_parameters_to_context(dec.get(), par);
+    dec->thread_count = opt.threads;
+    dec->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
+    rc = avcodec_open2(dec.get(), codec, nullptr);
+    if (rc < 0) throw VideoError(path, "cannot open decoder: " + av_error(rc));
+    info.codec = codec->name;
+  }
+
+  // Reads the next packet of the video stream into pkt; false at end of file.
+  bool read_packet() {
+    for (;;) {
+      av_packet_unref(pkt.get());
+      int rc = av_read_frame(fmt.get(), pkt.get());
+      if (rc < 0) return false;  // EOF or a read error past which nothing is usable
+      if (pkt->stream_index == stream && pkt->size > 0) return true;
+    }
+  }
+
+  // Sends pkt (or a flush when p == nullptr) and hands every decoded frame to f.
+  template <typename F>
+  void decode(AVPacket* p, F&& f) {
+    int rc = avcodec_send_packet(dec.get(), p);
+    if (rc < 0 && rc != AVERROR_EOF)
+      log::debug("video '", path, "': skipping a packet: ", av_error(rc));
+    for (;;) {
+      rc = avcodec_receive_frame(dec.get(), frame.get());
+      if (rc < 0) break;  // EAGAIN, EOF, or a decode error on this packet
+      ++frames_decoded;
+      f(frame.get());
+      av_frame_unref(frame.get());
+    }
+  }
+
+  static int64_t frame_pts(const AVFrame* f) {
+    return f->pts != AV_NOPTS_VALUE ? f->pts : f->best_effort_timestamp;
+  }
+
+  void scan() {
+    const AVStream* st = fmt->streams[stream];
+    bool trusted = true;
+    while (read_packet()) {
+      if (pkt->flags & AV_PKT_FLAG_KEY) keys.push_back(static_cast<int64_t>(pkt_pts.size()));
+      if (pkt->pts == AV_NOPTS_VALUE) trusted = false;
+      pkt_pts.push_back(pkt->pts);
+      pkt_dts.push_back(pkt->dts);
+    }
+    if (pkt_pts.empty()) throw VideoError(path, "no video packets");
+    std::vector<int64_t> order(pkt_pts.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+    if (trusted) {
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int64_t a, int64_t b) { return pkt_pts[a] < pkt_pts[b]; });
+      for (size_t i = 1; i < order.size(); ++i)
+        if (pkt_pts[order[i]] == pkt_pts[order[i - 1]]) trusted = false;
+    }
+    if (!trusted || keys.empty() || keys.front() != 0) throw NeedSequential{};
+    idx_dpos = order;
+    for (size_t i = 0; i < order.size(); ++i) {
+      idx_pts.push_back(pkt_pts[order[i]]);
+      pts_to_idx[pkt_pts[order[i]]] = static_cast<int64_t>(i);
+    }
+    set_times(st->time_base);
+  }
+
+  void set_times(AVRational tb) {
+    times.clear();
+    for (int64_t p : idx_pts)
+      times.push_back(static_cast<double>(p - idx_pts.front()) * av_q2d(tb));
+    info.num_frames = static_cast<int64_t>(idx_pts.size());
+  }
+
+  // Reopens the file so the next packet is the first one (works for every demuxer).
+  void rewind() {
+    sws.reset();
+    dec.reset();
+    fmt.reset();
+    open();
+    next_dpos = 0;
+    expect = 0;
+    awaiting_first = true;
+  }
+
+  // Decodes every frame from the start, indexing as the official loader does.
+  void build_sequential_index() {
+    sequential = true;
+    rewind();
+    std::vector<int64_t> out_pts;
+    auto on = [&](const AVFrame* f) {
+      int64_t p = frame_pts(f);
+      out_pts.push_back(p == AV_NOPTS_VALUE ? static_cast<int64_t>(out_pts.size()) : p);
+    };
+    while (read_packet()) decode(pkt.get(), on);
+    decode(nullptr, on);
+    if (out_pts.empty()) throw VideoError(path, "no decodable video frames");
+    std::map<int64_t, int64_t> last;  // pts -> last output position (dict semantics)
+    for (size_t o = 0; o < out_pts.size(); ++o) last[out_pts[o]] = static_cast<int64_t>(o);
+    seq_out_to_idx.assign(out_pts.size(), -1);
+    idx_pts.clear();
+    for (const auto& [p, o] : last) {
+      seq_out_to_idx[o] = static_cast<int64_t>(idx_pts.size());
+      idx_pts.push_back(p);
+    }
+    set_times(fmt->streams[stream]->time_base);
+    next_dpos = -1;
+  }
+
+  torch::Tensor convert(const AVFrame* f) {
+    sws.reset(sws_getCachedContext(sws.release(), f->width, f->height,
+                                   static_cast<AVPixelFormat>(f->format), f->width, f->height,
+                                   AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr, nullptr));
+    if (!sws) throw VideoError(path, "cannot convert pixel format to RGB24");
+    const AVCodecParameters* par = fmt->streams[stream]->codecpar;
+    if (f->width != par->width || f->height != par->height)
+      throw VideoError(path, str("frame size changes mid-stream: ", f->width, "x", f->height,
+                                 " after ", par->width, "x", par->height));
+    auto out = torch::empty({f->height, f->width, 3}, torch::kUInt8);
+    uint8_t* dst[4] = {out.data_ptr<uint8_t>(), nullptr, nullptr, nullptr};
+    int dst_stride[4] = {3 * f->width, 0, 0, 0};
+    sws_scale(sws.get(), f->data, f->linesize, 0, f->height, dst, dst_stride);
+    if (info.rotation == 0) return out;
+    return torch::rot90(out, -info.rotation / 90, {0, 1}).contiguous();
+  }
+
+  // Seeks so that decoding restarts at keyframe position `key` or earlier.
+  void seek_to(int64_t key) {
+    for (int64_t ts : {pkt_pts[key], pkt_dts[key]}) {
+      if (ts == AV_NOPTS_VALUE) continue;
+      if (av_seek_frame(fmt.get(), stream, ts, AVSEEK_FLAG_BACKWARD) < 0) continue;
+      avcodec_flush_buffers(dec.get());
+      if (!read_packet()) continue;
+      auto it = pts_to_idx.find(pkt->pts);
+      if (it == pts_to_idx.end()) continue;
+      int64_t landed = idx_dpos[it->second];
+      if (landed > key || !std::binary_search(keys.begin(), keys.end(), landed)) continue;
+      next_dpos = landed;
+      expect = it->second;
+      awaiting_first = true;
+      return;  // pkt holds the landed packet, not yet sent
+    }
+    rewind();
+    if (!read_packet()) throw VideoError(path, "cannot read after rewinding");
+  }
+
+  void accept(const AVFrame* f, const std::vector<char>& wanted,
+              std::unordered_map<int64_t, torch::Tensor>& got) {
+    auto it = pts_to_idx.find(frame_pts(f));
+    if (it == pts_to_idx.end()) throw NeedSequential{};
+    int64_t idx = it->second;
+    if (awaiting_first && idx < expect) return;  // leading picture of an open GOP
+    if (idx != expect) throw NeedSequential{};   // a dropped or reordered frame
+    awaiting_first = false;
+    expect = idx + 1;
+    if (wanted[idx] && !got.count(idx)) got.emplace(idx, convert(f));
+  }
+
+  // The last keyframe from which target index t decodes correctly.
+  int64_t key_for(int64_t t) const {
+    int64_t d = idx_dpos[t];
+    auto it = std::upper_bound(keys.begin(), keys.end(), d);
+    while (it != keys.begin()) {
+      --it;
+      if (pkt_pts[*it] <= idx_pts[t]) return *it;
+    }
+    return 0;
+  }
+
+  void truncate_to(int64_t n) {
+    int64_t before = info.num_frames;
+    idx_pts.resize(n);
+    idx_dpos.resize(n);
+    pts_to_idx.clear();
+    for (int64_t i = 0; i < n; ++i) pts_to_idx[idx_pts[i]] = i;
+    set_times(fmt->streams[stream]->time_base);
+    log::warn("video '", path, "': only ", n, " of ", before,
+              " indexed frames decode (truncated or damaged tail); treating it as shorter");
+    throw FrameCountChanged(path, before, n);
+  }
+
+  void read_pts_mode(const std::vector<int64_t>& targets, const std::vector<char>& wanted,
+                     std::unordered_map<int64_t, torch::Tensor>& got) {
+    for (int64_t t : targets) {
+      if (got.count(t)) continue;
+      int64_t d = idx_dpos[t], key = key_for(t);
+      bool can_continue = next_dpos >= 0 && expect <= t;
+      int64_t cost_continue = can_continue ? std::max<int64_t>(0, d - next_dpos) : INT64_MAX;
+      int64_t cost_seek = d - key + kSeekCostPackets;
+      bool have_packet = false;
+      if (!can_continue || (opt.allow_seek && cost_seek < cost_continue)) {
+        if (opt.allow_seek) {
+          seek_to(key);
+        } else {
+          rewind();
+          if (!read_packet()) throw NeedSequential{};
+        }
+        have_packet = true;
+      }
+      auto on = [&](const AVFrame* f) { accept(f, wanted, got); };
+      while (!got.count(t)) {
+        if (!have_packet && !read_packet()) {
+          decode(nullptr, on);
+          next_dpos = -1;
+          if (got.count(t)) break;
+          if (awaiting_first) throw NeedSequential{};
+          truncate_to(expect);
+        }
+        have_packet = false;
+        decode(pkt.get(), on);
+        ++next_dpos;
+      }
+    }
+  }
+
+  std::vector<torch::Tensor> read(const std::vector<int64_t>& indices) {
+    for (int64_t i : indices)
+      if (i < 0 || i >= info.num_frames)
+        throw VideoError(path, str("frame index ", i, " out of range [0, ", info.num_frames, ")"));
+    std::vector<int64_t> targets(indices);
+    std::sort(targets.begin(), targets.end());
+    targets.erase(std::unique(targets.begin(), targets.end()), targets.end());
+    std::vector<char> wanted(info.num_frames, 0);
+    for (int64_t t : targets) wanted[t] = 1;
+    std::unordered_map<int64_t, torch::Tensor> got;
+    if (!sequential) {
+      try {
+        read_pts_mode(targets, wanted, got);
+      } catch (const NeedSequential&) {
+        int64_t before = info.num_frames;
+        log::debug("video '", path, "': timestamps not usable for seeking; decoding sequentially");
+        build_sequential_index();
+        if (info.num_frames != before) throw FrameCountChanged(path, before, info.num_frames);
+        got.clear();
+      }
+    }
+    if (sequential) {
+      rewind();
+      int64_t out = 0;
+      auto on = [&](const AVFrame* f) {
+        int64_t idx = out < static_cast<int64_t>(seq_out_to_idx.size()) ? seq_out_to_idx[out] : -1;
+        ++out;
+        if (idx >= 0 && wanted[idx] && !got.count(idx)) got.emplace(idx, convert(f));
+      };
+      while (got.size() < targets.size() && read_packet()) decode(pkt.get(), on);
+      if (got.size() < targets.size()) decode(nullptr, on);
+      if (got.size() < targets.size())
+        throw VideoError(path, "decoding is not repeatable: frames missing on a second pass");
+    }
+    std::vector<torch::Tensor> result;
+    result.reserve(indices.size());
+    for (int64_t i : indices) result.push_back(got.at(i));
+    return result;
+  }
+};
+
+VideoReader::VideoReader(const std::string& path, const VideoReaderOptions& options)
+    : impl_(std::make_unique<Impl>()) {
+  namespace fs = std::filesystem;
+  Impl& m = *impl_;
+  m.path = path;
+  m.opt = options;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw VideoError(path, "no such file");
+  if (fs::is_directory(path, ec)) throw VideoError(path, "is a directory, not a video file");
+  if (fs::is_regular_file(path, ec) && fs::file_size(path, ec) == 0)
+    throw VideoError(path, "is empty (0 bytes)");
+  m.open();
+  const AVStream* st = m.fmt->streams[m.stream];
+  int32_t* matrix =
+      reinterpret_cast<int32_t*>(av_stream_get_side_data(st, AV_PKT_DATA_DISPLAYMATRIX, nullptr));
+  if (matrix) {
+    double theta = -av_display_rotation_get(matrix);  // clockwise, as the ffmpeg CLI does
+    m.info.rotation = ((static_cast<int>(std::lround(theta / 90.0)) % 4 + 4) % 4) * 90;
+  }
+  bool swap = m.info.rotation == 90 || m.info.rotation == 270;
+  m.info.width = swap ? st->codecpar->height : st->codecpar->width;
+  m.info.height = swap ? st->codecpar->width : st->codecpar->height;
+  try {
+    m.scan();
+    // Decode the first frame now: proves the stream decodes and positions the decoder.
+    std::vector<char> wanted(m.info.num_frames, 0);
+    std::unordered_map<int64_t, torch::Tensor> got;
+    m.read_pts_mode({0}, wanted, got);
+    if (m.awaiting_first) throw NeedSequential{};
+  } catch (const NeedSequential&) {
+    m.build_sequential_index();
+  } catch (const FrameCountChanged&) {
+    // Tail truncation found while checking frame 0: only possible for 1-frame files.
+  }
+  AVRational rate = st->avg_frame_rate.num > 0 ? st->avg_frame_rate : st->r_frame_rate;
+  m.info.fps = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0.0;
+  if (m.info.fps <= 0 && m.times.size() > 1 && m.times.back() > 0)
+    m.info.fps = static_cast<double>(m.times.size() - 1) / m.times.back();
+}
+
+VideoReader::~VideoReader() = default;
+VideoReader::VideoReader(VideoReader&&) noexcept = default;
+VideoReader& VideoReader::operator=(VideoReader&&) noexcept = default;
+
+const VideoInfo& VideoReader::info() const { return impl_->info; }
+const std::string& VideoReader::path() const { return impl_->path; }
+const std::vector<double>& VideoReader::frame_times() const { return impl_->times; }
+int64_t VideoReader::frames_decoded() const { return impl_->frames_decoded; }
+bool VideoReader::sequential() const { return impl_->sequential; }
+
+std::vector<torch::Tensor> VideoReader::read_frames(const std::vector<int64_t>& indices) {
+  return impl_->read(indices);
+}
+
+std::vector<torch::Tensor> VideoReader::read_all_frames(const std::vector<int64_t>& keep) {
+  // Deliberately the simple path: decode everything, key by pts (last wins), sort.
+  Impl& m = *impl_;
+  auto pass = [&](const std::set<int64_t>* convert_pts) {
+    m.rewind();
+    std::map<int64_t, torch::Tensor> by_pts;
+    int64_t out = 0;
+    auto on = [&](const AVFrame* f) {
+      int64_t p = Impl::frame_pts(f);
+      p = p == AV_NOPTS_VALUE ? out : p;
+      by_pts[p] = !convert_pts || convert_pts->count(p) ? m.convert(f) : torch::Tensor();
+      ++out;
+    };
+    while (m.read_packet()) m.decode(m.pkt.get(), on);
+    m.decode(nullptr, on);
+    m.next_dpos = -1;
+    if (by_pts.empty()) throw VideoError(m.path, "no decodable video frames");
+    return by_pts;
+  };
+  std::vector<torch::Tensor> frames;
+  if (keep.empty()) {
+    for (auto& [p, t] : pass(nullptr)) frames.push_back(std::move(t));
+    return frames;
+  }
+  std::vector<int64_t> all_pts;
+  const std::set<int64_t> none;
+  for (auto& [p, t] : pass(&none)) all_pts.push_back(p);
+  std::set<int64_t> wanted;
+  for (int64_t i : keep) {
+    if (i < 0 || i >= static_cast<int64_t>(all_pts.size()))
+      throw VideoError(m.path, str("frame index ", i, " out of range [0, ", all_pts.size(), ")"));
+    wanted.insert(all_pts[i]);
+  }
+  auto by_pts = pass(&wanted);
+  for (int64_t i : keep) frames.push_back(by_pts.at(all_pts[i]));
+  return frames;
+}
+
+int64_t count_decodable_frames(const std::string& path) {
+  VideoReader reader(path, VideoReaderOptions{});
+  return static_cast<int64_t>(reader.read_all_frames().size());
+}
+
+}  // namespace evl

@@ -1,0 +1,209 @@
+// Test and training views of a clip; numerics follow the official
+// video_dataset/dataset.py and transform.py (see views.h).
+#include "extract/views.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "common/log.h"
+#include "extract/sampling.h"
+#include "extract/video_reader.h"
+
+namespace evl {
+
+CropBox random_resized_crop_box(int64_t height, int64_t width, std::mt19937_64& rng,
+                                std::array<double, 2> scale, std::array<double, 2> ratio) {
+  const double area = static_cast<double>(height * width);
+  std::uniform_real_distribution<double> u_scale(scale[0], scale[1]);
+  std::uniform_real_distribution<double> u_log_ratio(std::log(ratio[0]), std::log(ratio[1]));
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    double target = u_scale(rng) * area;
+    double aspect = std::exp(u_log_ratio(rng));
+    int64_t w = std::llround(std::sqrt(target * aspect));
+    int64_t h = std::llround(std::sqrt(target / aspect));
+    if (w > 0 && w <= width && h > 0 && h <= height) {
+      int64_t top = std::uniform_int_distribution<int64_t>(0, height - h)(rng);
+      int64_t left = std::uniform_int_distribution<int64_t>(0, width - w)(rng);
+      return {top, left, h, w};
+    }
+  }
+  // Centre-crop fallback, as transform.py: clamp the frame's ratio into range.
+  double in_ratio = static_cast<double>(width) / static_cast<double>(height);
+  int64_t w = width, h = height;
+  if (in_ratio < ratio[0]) {
+    h = std::llround(static_cast<double>(w) / ratio[0]);
+  } else if (in_ratio > ratio[1]) {
+    w = std::llround(static_cast<double>(h) * ratio[1]);
+  }
+  return {(height - h) / 2, (width - w) / 2, h, w};
+}
+
+torch::Tensor frames_to_float(const std::vector<torch::Tensor>& frames) {
+  TORCH_CHECK(!frames.empty(), "frames_to_float: no frames");
+  return torch::stack(frames).permute({0, 3, 1, 2}).to(torch::kFloat32) / 255;
+}
+
+torch::Tensor normalize(const torch::Tensor& x, const SamplingConfig& cfg) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == 3, "normalize: expected (T,3,H,W), got ", x.sizes());
+  auto mean =
+      torch::tensor({cfg.mean[0], cfg.mean[1], cfg.mean[2]}, torch::kFloat32).view({1, 3, 1, 1});
+  auto std =
+      torch::tensor({cfg.std[0], cfg.std[1], cfg.std[2]}, torch::kFloat32).view({1, 3, 1, 1});
+  return (x - mean) / std;
+}
+
+torch::Tensor resize_bilinear(const torch::Tensor& x, int64_t height, int64_t width) {
+  TORCH_CHECK(x.dim() == 4, "resize_bilinear: expected (T,C,H,W), got ", x.sizes());
+  namespace F = torch::nn::functional;
+  return F::interpolate(x.contiguous(), F::InterpolateFuncOptions()
+                                            .size(std::vector<int64_t>{height, width})
+                                            .mode(torch::kBilinear)
+                                            .align_corners(false));
+}
+
+torch::Tensor resize_short_side(const torch::Tensor& x, int64_t size) {
+  int64_t h = x.size(2), w = x.size(3);
+  if (h <= w) return resize_bilinear(x, size, w * size / h);
+  return resize_bilinear(x, h * size / w, size);
+}
+
+std::vector<int64_t> spatial_crop_offsets(int64_t length, int64_t size, int64_t views) {
+  EVL_CHECK(length >= size, "spatial crop of ", size, " does not fit in ", length, " pixels");
+  EVL_CHECK(views >= 1, "spatial views must be >= 1, got ", views);
+  int64_t margin = length - size;
+  if (views == 1) return {margin / 2};
+  std::vector<int64_t> off;
+  for (int64_t i = 0; i < views; ++i) off.push_back(margin * i / (views - 1));
+  return off;
+}
+
+Photometric random_photometric(std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> u(0.6, 1.4);
+  Photometric p;
+  p.brightness = u(rng);
+  p.contrast = u(rng);
+  p.saturation = u(rng);
+  return p;
+}
+
+torch::Tensor apply_photometric(const torch::Tensor& x, const Photometric& p) {
+  // Luma weights as torchvision's rgb_to_grayscale.
+  auto gray =
+      (0.299 * x.select(1, 0) + 0.587 * x.select(1, 1) + 0.114 * x.select(1, 2)).unsqueeze(1);
+  auto y = (x * p.brightness).clamp(0, 1);
+  auto mean = (gray * p.brightness).clamp(0, 1).mean({1, 2, 3}, true);
+  y = (p.contrast * y + (1 - p.contrast) * mean).clamp(0, 1);
+  auto g = (0.299 * y.select(1, 0) + 0.587 * y.select(1, 1) + 0.114 * y.select(1, 2)).unsqueeze(1);
+  return (p.saturation * y + (1 - p.saturation) * g).clamp(0, 1);
+}
+
+namespace {
+
+struct Plan {
+  std::vector<int64_t> indices;  // within the trimmed range
+  std::string description;
+};
+
+std::vector<ClipView> build_views(VideoReader& reader, const ClipEntry& entry,
+                                  const SamplingConfig& cfg, int64_t clip_index) {
+  const FrameRange range = trim_range(reader.frame_times(), entry.start_sec, entry.end_sec);
+  const int64_t n = range.count, s = cfg.input_size;
+  const bool train = cfg.train_views > 0;
+  std::vector<Plan> plans;  // train: one per view; test: one per temporal view
+  std::vector<std::mt19937_64> rngs;
+  if (train) {
+    for (int64_t v = 0; v < cfg.train_views; ++v) {
+      rngs.push_back(view_rng(cfg.seed, clip_index, v));
+      auto idx = cfg.tsn ? tsn_train_indices(n, cfg.frames, rngs.back())
+                         : dense_train_indices(n, cfg.frames, cfg.stride, rngs.back());
+      plans.push_back({idx, str("train ", v, "/", cfg.train_views)});
+    }
+  } else {
+    EVL_CHECK(cfg.temporal_views >= 1 && cfg.spatial_views >= 1, "views must be >= 1");
+    auto starts = cfg.tsn ? std::vector<int64_t>()
+                          : temporal_view_starts(n, cfg.frames, cfg.stride, cfg.temporal_views);
+    for (int64_t t = 0; t < cfg.temporal_views; ++t) {
+      auto idx = cfg.tsn ? tsn_test_indices(n, cfg.frames, t, cfg.temporal_views)
+                         : dense_view_indices(n, starts[t], cfg.frames, cfg.stride);
+      plans.push_back({idx, str("t", t, "/", cfg.temporal_views)});
+    }
+  }
+  // Decode the union of the frames once.
+  std::vector<int64_t> all;
+  for (auto& p : plans)
+    for (auto& i : p.indices) {
+      i += range.first;
+      all.push_back(i);
+    }
+  std::sort(all.begin(), all.end());
+  all.erase(std::unique(all.begin(), all.end()), all.end());
+  auto decoded = reader.read_frames(all);
+  std::map<int64_t, torch::Tensor> by_index;
+  for (size_t i = 0; i < all.size(); ++i) by_index[all[i]] = decoded[i];
+  auto gather = [&](const std::vector<int64_t>& idx) {
+    std::vector<torch::Tensor> f;
+    for (int64_t i : idx) f.push_back(by_index.at(i));
+    return frames_to_float(f);  // (T, 3, H, W)
+  };
+
+  std::vector<ClipView> views;
+  if (train) {
+    for (size_t v = 0; v < plans.size(); ++v) {
+      auto& rng = rngs[v];
+      auto x = gather(plans[v].indices);
+      CropBox box = random_resized_crop_box(x.size(2), x.size(3), rng);
+      bool flip = cfg.flip && std::bernoulli_distribution(0.5)(rng);
+      std::string desc = plans[v].description +
+                         str(" crop=", box.left, ",", box.top, "+", box.width, "x", box.height);
+      if (cfg.photometric) {
+        Photometric p = random_photometric(rng);
+        x = apply_photometric(x, p);
+        desc += str(" photometric=", p.brightness, "/", p.contrast, "/", p.saturation);
+      }
+      x = normalize(x, cfg).narrow(2, box.top, box.height).narrow(3, box.left, box.width);
+      x = resize_bilinear(x, s, s);
+      if (flip) {
+        x = x.flip({3});
+        desc += " flip";
+      }
+      views.push_back({static_cast<int32_t>(v), desc, plans[v].indices, x.contiguous()});
+    }
+    return views;
+  }
+  std::vector<torch::Tensor> resized;  // per temporal view, (T, 3, H', W')
+  for (auto& p : plans) resized.push_back(resize_short_side(normalize(gather(p.indices), cfg), s));
+  const int64_t h = resized[0].size(2), w = resized[0].size(3);
+  const bool wide = w >= h;
+  auto offsets = spatial_crop_offsets(wide ? w : h, s, cfg.spatial_views);
+  for (int64_t sv = 0; sv < cfg.spatial_views; ++sv)
+    for (int64_t tv = 0; tv < cfg.temporal_views; ++tv) {
+      auto& x = resized[tv];
+      int64_t top = wide ? (h - s) / 2 : offsets[sv], left = wide ? offsets[sv] : (w - s) / 2;
+      auto crop = x.narrow(2, top, s).narrow(3, left, s).contiguous();
+      views.push_back({static_cast<int32_t>(views.size()),
+                       str("test ", plans[tv].description, " s", sv, "/", cfg.spatial_views,
+                           " start=", plans[tv].indices.front()),
+                       plans[tv].indices, crop});
+    }
+  return views;
+}
+
+}  // namespace
+
+std::vector<ClipView> load_clip_views(const std::string& video_path, const ClipEntry& entry,
+                                      const SamplingConfig& cfg, int64_t clip_index) {
+  VideoReaderOptions opt;
+  opt.threads = cfg.decoder_threads;
+  VideoReader reader(video_path, opt);
+  for (int attempt = 0;; ++attempt) {
+    try {
+      return build_views(reader, entry, cfg, clip_index);
+    } catch (const FrameCountChanged& e) {
+      if (attempt >= 3) throw;
+      log::warn(e.what(), "; resampling the clip");
+    }
+  }
+}
+
+}  // namespace evl
