@@ -1,0 +1,80 @@
+// FORMAT.md is enough to read the cache: tests/cache/read_record.py (python3-lmdb
+// + numpy only, its own xxh64) reads records the C++ writer made, and its header
+// fields, raw bytes and float32 values (numpy's fp16/bf16 conversion) must equal
+// what this test wrote.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cache/cache.h"
+#include "cache_test_util.h"
+#include "common/check.h"
+
+using namespace evl::cache;
+using namespace evl::cache::testing;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+TEST(PythonReader, ReadsWhatCppWrote) {
+  for (auto [storage, dtype] :
+       {std::pair{StorageMode::kQK, DType::kF16}, std::pair{StorageMode::kCompact, DType::kBF16},
+        std::pair{StorageMode::kQK, DType::kF32}}) {
+    SCOPED_TRACE(to_string(storage) + " " + to_string(dtype));
+    TempDir dir("python");
+    const Manifest m = tiny_manifest(storage, dtype, /*has_inputs=*/true);
+    write_cache(dir.str(), m, 0, 3);
+    const Record want = synth_record(m, 2, 1);
+    const std::string out = dir / "py.json", dump = dir / "dump";
+    const std::string cmd = std::string(EVL_PYTHON) + " " + EVL_SOURCE_DIR +
+                            "/tests/cache/read_record.py '" + dir.str() + "' " + want.key +
+                            " --dump '" + dump + "' >'" + out + "'";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const auto j = nlohmann::json::parse(slurp(out));
+    EXPECT_EQ(j["key"], want.key);
+    EXPECT_EQ(j["video_id"], want.video_id);
+    EXPECT_EQ(j["view"], want.view);
+    EXPECT_EQ(j["label"], want.label);
+    EXPECT_EQ(j["clip_index"], 2);
+    EXPECT_EQ(j["view_index"], 1);
+    ASSERT_EQ(j["arrays"].size(), want.arrays.size());
+    for (const auto& [name, a] : want.arrays) {
+      EXPECT_EQ(j["arrays"][name]["dtype"], to_string(a.dtype));
+      EXPECT_EQ(j["arrays"][name]["shape"].get<std::vector<int64_t>>(), a.shape);
+      const std::string raw = slurp(dump + "/" + name + ".raw");
+      ASSERT_EQ(raw.size(), a.bytes.size());
+      EXPECT_EQ(std::memcmp(raw.data(), a.bytes.data(), raw.size()), 0) << name;
+      std::vector<float> mine(static_cast<size_t>(a.numel()));
+      to_float32(ArrayView{a.dtype, a.shape, a.bytes.data()}, mine.data());
+      const std::string f32 = slurp(dump + "/" + name + ".f32");
+      ASSERT_EQ(f32.size(), mine.size() * 4);
+      EXPECT_EQ(std::memcmp(f32.data(), mine.data(), f32.size()), 0) << name;
+    }
+  }
+}
+
+TEST(PythonReader, DetectsAFlippedByte) {
+  TempDir dir("python_bad");
+  const Manifest m = tiny_manifest();
+  write_cache(dir.str(), m, 0, 1);
+  // Rewrite the record with one payload byte flipped, via the Python lmdb module.
+  const std::string script =
+      "import lmdb; e = lmdb.open('" + dir.str() +
+      "/features-00000-of-00001'); t = e.begin(write=True); k = b'" + make_key(0, 0) +
+      "'; v = bytearray(t.get(k)); v[len(v) // 2] ^= 1; t.put(k, bytes(v)); t.commit()";
+  ASSERT_EQ(std::system((std::string(EVL_PYTHON) + " -c \"" + script + "\"").c_str()), 0);
+  const std::string cmd = std::string(EVL_PYTHON) + " " + EVL_SOURCE_DIR +
+                          "/tests/cache/read_record.py '" + dir.str() + "' " + make_key(0, 0) +
+                          " >/dev/null 2>'" + (dir / "err") + "'";
+  EXPECT_NE(std::system(cmd.c_str()), 0);
+  EXPECT_NE(slurp(dir / "err").find("checksum mismatch"), std::string::npos);
+}
