@@ -37,7 +37,8 @@ def load(path):
 
 def load_split(paths):
     files = [load(p) for p in paths]
-    ids = [i for i in files[0][2] if all(i in set(f[2]) for f in files[1:])]
+    others = [set(f[2]) for f in files[1:]]
+    ids = [i for i in files[0][2] if all(i in o for o in others)]
     probs, labels = [], np.full(len(ids), -1, dtype=np.int64)
     for scores, lab, fids in files:
         row = {v: r for r, v in enumerate(fids)}
