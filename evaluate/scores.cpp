@@ -64,10 +64,10 @@ herr_t collect_error(unsigned n, const H5E_error2_t* e, void* data) {
   return 0;
 }
 
-// The most specific message on HDF5's error stack (then cleared).
+// The most specific (innermost) message on HDF5's error stack, then cleared.
 std::string h5_error() {
   std::string text;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_error, &text);
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect_error, &text);
   H5Eclear2(H5E_DEFAULT);
   return text.empty() ? "unknown HDF5 error" : text;
 }

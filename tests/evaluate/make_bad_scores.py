@@ -86,6 +86,11 @@ with h5py.File(os.path.join(out, "foreign.h5"), "w") as f:
     f.create_dataset("labels", data=labels.astype(np.int32))
     f.create_dataset("video_ids", data=np.array([s.encode() for s in ids], dtype="S8"))
     f.attrs["kind"] = np.bytes_(b"logits")
+with open(os.path.join(out, "foreign.h5"), "rb") as f:
+    whole = f.read()
+with open(os.path.join(out, "truncated.h5"), "wb") as f:
+    f.write(whole[: len(whole) // 2])
+bad["truncated.h5"] = "truncated file"
 foreign = {"file": "foreign.h5", "scores": logits.astype(np.float32).astype(float).tolist(),
            "labels": labels.tolist(), "video_ids": ids, "kind": "logits", "num_views": 1,
            "model": "foreign"}
