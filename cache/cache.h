@@ -108,6 +108,7 @@ std::string shard_name(int index, int count);
 // decode_record's view points into `data` (no copy); with verify_checksum=false
 // the xxh64 pass is skipped (sizes and structure are still checked).
 std::vector<uint8_t> encode_record(const Record& record);
+void encode_record_into(const Record& record, std::vector<uint8_t>& out);  // reuses capacity
 RecordView decode_record(const void* data, size_t size, const std::string& where,
                          bool verify_checksum = true);
 
@@ -243,6 +244,10 @@ class CacheReader {
   // Copies record i / key out of the map (verifying its checksum).
   Record get(int64_t index) const;
   Record get(const std::string& key) const;
+  // As get(i), but reuses `out`'s buffers: no allocation once warm. Fresh
+  // multi-MiB allocations page-fault on every call (glibc returns them to the
+  // OS), which costs more than the copy itself; loader threads should use this.
+  void get_into(int64_t index, Record& out) const;
 
   // Zero-copy access: `fn` sees a view valid only during the call.
   void with_record(int64_t index, const std::function<void(const RecordView&)>& fn) const;

@@ -138,6 +138,27 @@ Record CacheReader::get(const std::string& key) const {
   return get(i);
 }
 
+void CacheReader::get_into(int64_t index, Record& out) const {
+  impl_->visit(index, [&](const RecordView& r) {
+    out.key = r.key;
+    out.video_id = r.video_id;
+    out.label = r.label;
+    out.clip_index = r.clip_index;
+    out.view_index = r.view_index;
+    out.view = r.view;
+    out.arrays.resize(r.arrays.size());
+    for (size_t i = 0; i < r.arrays.size(); ++i) {
+      const auto& [name, v] = r.arrays[i];
+      auto& [out_name, a] = out.arrays[i];
+      out_name = name;
+      a.dtype = v.dtype;
+      a.shape = v.shape;
+      const auto* p = static_cast<const uint8_t*>(v.data);
+      a.bytes.assign(p, p + v.nbytes());  // keeps the capacity
+    }
+  });
+}
+
 void CacheReader::with_record(int64_t index,
                               const std::function<void(const RecordView&)>& fn) const {
   impl_->visit(index, fn);

@@ -139,6 +139,12 @@ std::string shard_name(int index, int count) {
 }
 
 std::vector<uint8_t> encode_record(const Record& record) {
+  std::vector<uint8_t> out;
+  encode_record_into(record, out);
+  return out;
+}
+
+void encode_record_into(const Record& record, std::vector<uint8_t>& out) {
   // Layout pass: strings, then the array table, then aligned data.
   size_t table = kFixedHeader + record.key.size() + record.video_id.size() + record.view.size();
   for (const auto& [name, a] : record.arrays) {
@@ -159,7 +165,7 @@ std::vector<uint8_t> encode_record(const Record& record) {
   }
   const size_t total = data_end + 8;
 
-  std::vector<uint8_t> out(total, 0);
+  out.assign(total, 0);
   std::memcpy(out.data(), kMagic, 4);
   put<uint32_t>(out, 4, kFormatVersion);
   put<uint64_t>(out, 8, total);
@@ -191,7 +197,6 @@ std::vector<uint8_t> encode_record(const Record& record) {
     if (!a.bytes.empty()) std::memcpy(out.data() + offsets[i], a.bytes.data(), a.bytes.size());
   }
   put<uint64_t>(out, total - 8, XXH64(out.data(), total - 8, 0));
-  return out;
 }
 
 RecordView decode_record(const void* data, size_t size, const std::string& where,

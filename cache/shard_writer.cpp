@@ -18,6 +18,8 @@ struct ShardWriter::Impl {
   detail::EnvPtr env;
   std::unique_ptr<detail::Txn> txn;
   std::vector<std::pair<std::string, std::vector<uint8_t>>> pending;  // this batch, encoded
+  // Buffers of committed batches, reused: fresh multi-MiB allocations page-fault.
+  std::vector<std::vector<uint8_t>> spare;
   size_t pending_bytes = 0;
   uint64_t bytes_written = 0;
   bool failed = false;
@@ -117,7 +119,12 @@ void ShardWriter::put(const Record& record) {
   impl_->check_usable();
   EVL_CHECK(!record.key.empty() && record.key.size() <= 511, "cache shard '", impl_->dir,
             "': record key '", record.key, "' is empty or longer than LMDB's 511 bytes");
-  auto value = encode_record(record);
+  std::vector<uint8_t> value;
+  if (!impl_->spare.empty()) {
+    value = std::move(impl_->spare.back());
+    impl_->spare.pop_back();
+  }
+  encode_record_into(record, value);
   if (!impl_->txn)
     impl_->txn =
         std::make_unique<detail::Txn>(impl_->env.get(), 0u, "cache shard '" + impl_->dir + "'");
@@ -143,6 +150,7 @@ void ShardWriter::commit() {
                               "disk space and rerun to resume)");
   }
   impl_->bytes_written += impl_->pending_bytes;
+  for (auto& entry : impl_->pending) impl_->spare.push_back(std::move(entry.second));
   impl_->pending.clear();
   impl_->pending_bytes = 0;
 }

@@ -61,6 +61,12 @@ TEST(CacheReader, KeysClipsAndLookupsSpanAllShards) {
     EXPECT_EQ(reader.shard_of(2 * c), shard_name(c % 3, 3));
   }
   EXPECT_TRUE(same(reader.get(make_key(7, 1)), synth_record(m, 7, 1)));
+  Record reused;
+  for (int64_t i : {3, 15, 4}) {
+    reader.get_into(i, reused);
+    EXPECT_TRUE(same(reused, synth_record(m, i / 2, static_cast<int32_t>(i % 2))));
+    EXPECT_EQ(reused.view_index, i % 2);
+  }
   EXPECT_EQ(reader.index_of(make_key(7, 1)), 15);
   EXPECT_EQ(reader.index_of(make_key(70, 1)), -1);
   EXPECT_THROW(reader.get(make_key(70, 1)), evl::Error);
