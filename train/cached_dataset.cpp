@@ -1,0 +1,167 @@
+// Cache records -> float tensors, and the deterministic sampler. Compact mode
+// recomputes q = layer_norm(x_in) @ Wq^T + bq exactly as the backbone did
+// (reference §2: q/k of block b come from ln_1 of block b's input).
+#include "train/cached_dataset.h"
+
+#include "common/check.h"
+
+namespace evl {
+
+namespace {
+
+torch::ScalarType torch_dtype(cache::DType d) {
+  switch (d) {
+    case cache::DType::kF16:
+      return torch::kHalf;
+    case cache::DType::kBF16:
+      return torch::kBFloat16;
+    case cache::DType::kF32:
+      return torch::kFloat;
+  }
+  return torch::kFloat;
+}
+
+torch::Tensor as_tensor(const cache::ArrayView& a) {
+  return torch::from_blob(const_cast<void*>(a.data), a.shape,
+                          torch::TensorOptions().dtype(torch_dtype(a.dtype)));
+}
+
+uint64_t splitmix(uint64_t& s) {
+  uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+FeatureConverter::FeatureConverter(const cache::Manifest& manifest, const std::string& cache_dir,
+                                   int64_t decoder_layers)
+    : manifest_(manifest), where_("cache '" + cache_dir + "'") {
+  const auto available = static_cast<int64_t>(manifest.layers.size());
+  layers_ = decoder_layers > 0 ? decoder_layers : available;
+  EVL_CHECK(available > 0 && layers_ <= available, where_, " holds ", available,
+            " decoder layers, the head needs ", layers_,
+            " (re-extract with more --layers or pass --decoder-layers <= ", available, ")");
+  offset_ = available - layers_;  // the head uses the last M blocks, as the official code
+  frames_ = manifest.frames;
+  tokens_ = 1 + manifest.backbone.grid * manifest.backbone.grid;
+  width_ = manifest.backbone.width;
+  if (manifest.storage == cache::StorageMode::kCompact) {
+    const auto w = cache::load_qk_weights(cache_dir);
+    auto t = [&](const std::string& name) {
+      return torch::from_blob(const_cast<uint8_t*>(w.array(name).bytes.data()), w.array(name).shape,
+                              torch::kFloat)
+          .clone();
+    };
+    for (int64_t i = 0; i < layers_; ++i) {
+      const auto b = std::to_string(manifest.layers[static_cast<size_t>(offset_ + i)]);
+      qk_.push_back({t("ln_1.weight." + b), t("ln_1.bias." + b), t("q_proj.weight." + b),
+                     t("q_proj.bias." + b), t("k_proj.weight." + b), t("k_proj.bias." + b)});
+    }
+  }
+}
+
+FeatureBatch FeatureConverter::allocate(int64_t batch) const {
+  FeatureBatch out;
+  for (int64_t i = 0; i < layers_; ++i) {
+    out.x.push_back(torch::empty({batch, frames_, tokens_, width_}));
+    out.q.push_back(torch::empty({batch, frames_, tokens_, width_}));
+    out.k.push_back(torch::empty({batch, frames_, tokens_, width_}));
+  }
+  out.labels = torch::full({batch}, -1, torch::kLong);
+  out.clip_index.assign(static_cast<size_t>(batch), -1);
+  return out;
+}
+
+void FeatureConverter::fill(const cache::RecordView& record, int64_t row,
+                            FeatureBatch& batch) const {
+  const auto available = static_cast<int64_t>(manifest_.layers.size());
+  const bool compact = manifest_.storage == cache::StorageMode::kCompact;
+  const std::vector<int64_t> want = {available + (compact ? 1 : 0), frames_, tokens_, width_};
+  auto get = [&](const char* name) {
+    const auto* a = record.find(name);
+    EVL_CHECK(a, where_, ": record '", record.key, "' has no array '", name, "'");
+    EVL_CHECK(a->shape == want, where_, ": record '", record.key, "': array '", name,
+              "' has shape ", c10::IntArrayRef(a->shape), ", expected ", c10::IntArrayRef(want));
+    return as_tensor(*a);
+  };
+  auto x = get("x");
+  for (int64_t i = 0; i < layers_; ++i) {
+    if (compact) {
+      auto x_in = x[offset_ + i].to(torch::kFloat);
+      batch.x[i][row].copy_(x[offset_ + i + 1]);
+      const auto& w = qk_[static_cast<size_t>(i)];
+      auto ln = torch::layer_norm(x_in, {width_}, w[0], w[1], 1e-5);
+      batch.q[i][row].copy_(torch::linear(ln, w[2], w[3]));
+      batch.k[i][row].copy_(torch::linear(ln, w[4], w[5]));
+    } else {
+      batch.x[i][row].copy_(x[offset_ + i]);
+      batch.q[i][row].copy_(get("q")[offset_ + i]);
+      batch.k[i][row].copy_(get("k")[offset_ + i]);
+    }
+  }
+  batch.labels[row] = record.label;
+  batch.clip_index[static_cast<size_t>(row)] = record.clip_index;
+}
+
+FeatureBatch FeatureConverter::convert(const std::vector<cache::Record>& records) const {
+  auto batch = allocate(static_cast<int64_t>(records.size()));
+  for (size_t r = 0; r < records.size(); ++r) {
+    const auto& rec = records[r];
+    cache::RecordView view;
+    view.key = rec.key, view.video_id = rec.video_id, view.view = rec.view;
+    view.label = rec.label, view.clip_index = rec.clip_index, view.view_index = rec.view_index;
+    for (const auto& [name, a] : rec.arrays)
+      view.arrays.emplace_back(name, cache::ArrayView{a.dtype, a.shape, a.bytes.data()});
+    fill(view, static_cast<int64_t>(r), batch);
+  }
+  return batch;
+}
+
+CachedDataset::CachedDataset(const std::string& cache_dir, int64_t decoder_layers)
+    : reader_(std::make_unique<cache::CacheReader>(cache_dir)),
+      converter_(reader_->manifest(), cache_dir, decoder_layers) {
+  EVL_CHECK(reader_->size() > 0, "cache '", cache_dir, "' holds no records");
+}
+
+int64_t CachedDataset::max_label() const {
+  int64_t m = -1;
+  for (const auto& c : reader_->clips()) m = std::max(m, c.label);
+  return m;
+}
+
+FeatureBatch CachedDataset::load(const std::vector<int64_t>& records) const {
+  auto batch = converter_.allocate(static_cast<int64_t>(records.size()));
+  for (size_t r = 0; r < records.size(); ++r)
+    reader_->with_record(records[r], [&](const cache::RecordView& view) {
+      for (const auto& [name, a] : view.arrays) bytes_read_ += a.nbytes();
+      converter_.fill(view, static_cast<int64_t>(r), batch);
+    });
+  return batch;
+}
+
+std::vector<int64_t> CachedDataset::train_batch(uint64_t seed, int64_t step, int64_t batch) const {
+  const auto& clips = reader_->clips();
+  const auto n = static_cast<int64_t>(clips.size());
+  std::vector<int64_t> out;
+  for (int64_t pos = step * batch; pos < (step + 1) * batch; ++pos) {
+    const int64_t epoch = pos / n;
+    if (epoch != cached_epoch_) {  // Fisher-Yates from (seed, epoch)
+      epoch_perm_.resize(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) epoch_perm_[static_cast<size_t>(i)] = i;
+      uint64_t s = seed * 0x2545f4914f6cdd1dULL + static_cast<uint64_t>(epoch);
+      for (int64_t i = n - 1; i > 0; --i)
+        std::swap(epoch_perm_[static_cast<size_t>(i)],
+                  epoch_perm_[splitmix(s) % static_cast<uint64_t>(i + 1)]);
+      cached_epoch_ = epoch;
+    }
+    const auto& clip = clips[static_cast<size_t>(epoch_perm_[static_cast<size_t>(pos % n)])];
+    uint64_t s = seed ^ (static_cast<uint64_t>(epoch) * 0x9e3779b97f4a7c15ULL) ^
+                 (static_cast<uint64_t>(clip.clip_index) * 0xc2b2ae3d27d4eb4fULL);
+    out.push_back(clip.records[splitmix(s) % clip.records.size()]);
+  }
+  return out;
+}
+
+}  // namespace evl

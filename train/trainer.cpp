@@ -1,0 +1,234 @@
+// evl_train_head's loop (see trainer.h). The official order per step: LR for
+// this step, zero grads, forward/backward over the micro-batches (loss / split),
+// AdamW step; the schedule is a closed-form function of the step.
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "common/check.h"
+#include "common/log.h"
+#include "common/progress.h"
+#include "train/checkpoint.h"
+#include "train/lr_schedule.h"
+
+namespace fs = std::filesystem;
+
+namespace evl {
+
+namespace {
+
+// Dropout RNG seed of one step: resuming at step s replays the same masks.
+uint64_t step_seed(uint64_t seed, int64_t step) {
+  uint64_t z = seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(step) + 1;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return (z ^ (z >> 31)) & 0x7fffffffffffffffULL;
+}
+
+void to_device(FeatureBatch& b, const torch::Device& device) {
+  if (device.is_cpu()) return;
+  for (auto* v : {&b.x, &b.q, &b.k})
+    for (auto& t : *v) t = t.to(device, /*non_blocking=*/true);
+  b.labels = b.labels.to(device);
+}
+
+void write_file(const fs::path& path, const std::string& text) {
+  std::ofstream f(path, std::ios::trunc);
+  f << text;
+  EVL_CHECK(f.good(), "cannot write '", path.string(), "'");
+}
+
+}  // namespace
+
+HeadConfig head_config_for(const TrainConfig& cfg, const cache::Manifest& manifest, int64_t layers,
+                           int64_t num_classes) {
+  HeadConfig h;
+  h.width = manifest.backbone.width;
+  h.heads = cfg.heads > 0 ? cfg.heads
+                          : (manifest.backbone.heads > 0 ? manifest.backbone.heads : h.width / 64);
+  h.decoder_layers = layers;
+  h.frames = manifest.frames;
+  h.grid = manifest.backbone.grid;
+  h.num_classes = num_classes;
+  h.mlp_dropout = cfg.mlp_dropout;
+  h.cls_dropout = cfg.cls_dropout;
+  h.temporal_conv = !cfg.no_temporal_conv;
+  h.temporal_pos_embed = !cfg.no_temporal_pos_embed;
+  h.temporal_cross_attention = !cfg.no_temporal_cross_attention;
+  EVL_CHECK(h.width > 0 && h.grid > 0 && h.frames > 0 && h.width % h.heads == 0,
+            "cache manifest: width ", h.width, ", grid ", h.grid, ", frames ", h.frames, ", heads ",
+            h.heads, " do not describe a usable backbone");
+  return h;
+}
+
+EvalResult evaluate(EvlHead& head, const CachedDataset& data, int64_t batch,
+                    const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  head->eval();
+  std::map<int64_t, std::pair<torch::Tensor, int64_t>> per_clip;  // clip -> (sum of softmax, label)
+  const int64_t n = data.reader().size();
+  for (int64_t start = 0; start < n; start += batch) {
+    std::vector<int64_t> idx;
+    for (int64_t i = start; i < std::min(n, start + batch); ++i) idx.push_back(i);
+    auto b = data.load(idx);
+    to_device(b, device);
+    auto probs = head->forward(b.x, b.q, b.k).softmax(-1).to(torch::kCPU);
+    for (size_t r = 0; r < idx.size(); ++r) {
+      auto& slot = per_clip[b.clip_index[r]];
+      slot.first = slot.first.defined() ? slot.first + probs[static_cast<int64_t>(r)]
+                                        : probs[static_cast<int64_t>(r)];
+      slot.second = b.labels[static_cast<int64_t>(r)].item<int64_t>();
+    }
+  }
+  EvalResult out;
+  int64_t hit1 = 0, hit5 = 0;
+  for (const auto& [clip, slot] : per_clip) {
+    if (slot.second < 0) continue;
+    ++out.clips;
+    auto top = slot.first.topk(std::min<int64_t>(5, slot.first.size(0)));
+    const auto idx_top = std::get<1>(top);
+    hit1 += idx_top[0].item<int64_t>() == slot.second;
+    hit5 += (idx_top == slot.second).any().item<bool>();
+  }
+  if (out.clips > 0) {
+    out.top1 = static_cast<double>(hit1) / static_cast<double>(out.clips);
+    out.top5 = static_cast<double>(hit5) / static_cast<double>(out.clips);
+  }
+  return out;
+}
+
+TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini) {
+  EVL_CHECK_USAGE(!cfg.cache.empty() && !cfg.out.empty(), "--cache and --out are required");
+  EVL_CHECK_USAGE(cfg.steps > 0 && cfg.batch_size > 0 && cfg.batch_split > 0 &&
+                      cfg.batch_size % cfg.batch_split == 0,
+                  "--batch-size (", cfg.batch_size,
+                  ") must be a positive multiple of --batch-split (", cfg.batch_split,
+                  ") and --steps positive");
+  EVL_CHECK_USAGE(!(cfg.resume && !cfg.init.empty()), "--resume and --init cannot be combined");
+  if (cfg.threads > 0) torch::set_num_threads(static_cast<int>(cfg.threads));
+  const torch::Device device(cfg.device);
+  EVL_CHECK_USAGE(!device.is_cuda() || torch::cuda::is_available(), "--device ", cfg.device,
+                  ": this LibTorch has no CUDA device available");
+  EVL_CHECK_USAGE(cfg.precision == "auto" || cfg.precision == "fp32", "--precision ", cfg.precision,
+                  ": only fp32 is implemented");
+
+  CachedDataset train(cfg.cache, cfg.decoder_layers);
+  const auto& manifest = train.manifest();
+  const int64_t layers = train.converter().layers();
+  const int64_t max_label = train.max_label();
+  const int64_t classes = cfg.num_classes > 0 ? cfg.num_classes : max_label + 1;
+  EVL_CHECK(classes > 0, "cache '", cfg.cache,
+            "' has no labels; pass --num-classes or extract with labels");
+  EVL_CHECK(max_label < classes, "cache '", cfg.cache, "' has label ", max_label,
+            " but --num-classes is ", classes);
+  std::unique_ptr<CachedDataset> val;
+  if (!cfg.val_cache.empty()) {
+    val = std::make_unique<CachedDataset>(cfg.val_cache, layers);
+    cache::check_matches(
+        manifest, val->manifest(), "validation cache '" + cfg.val_cache + "'",
+        {"backbone.hash", "backbone.width", "backbone.heads", "backbone.patch", "backbone.grid",
+         "backbone.input_size", "layers", "frames", "stride", "sampling", "mean", "std"});
+  }
+
+  const auto head_cfg = head_config_for(cfg, manifest, layers, classes);
+  EvlHead head(head_cfg);
+  head->to(device);
+  torch::optim::AdamW opt(head->parameters(),
+                          torch::optim::AdamWOptions(cfg.lr).weight_decay(cfg.weight_decay));
+
+  const fs::path out(cfg.out), last = out / "last.pth";
+  fs::create_directories(out);
+  int64_t start = 0;
+  std::string last_good;
+  if (cfg.resume) {
+    EVL_CHECK_USAGE(fs::exists(last), "--resume: '", last.string(), "' does not exist");
+    start = load_training_checkpoint(last.string(), head, opt);
+    last_good = last.string();
+    log::info("resuming '", cfg.out, "' at step ", start);
+  } else {
+    EVL_CHECK_USAGE(
+        !fs::exists(last), "run directory '", cfg.out,
+        "' already holds last.pth: pass --resume to continue it, or choose another --out");
+    if (!cfg.init.empty()) {
+      load_head_state(head, read_state_dict(cfg.init), cfg.init);
+      log::info("initialised from '", cfg.init, "'");
+    }
+  }
+  const std::string full_ini = config_ini + "\n" + head_cfg.to_ini();
+  write_file(out / "config.ini", full_ini);
+  std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
+
+  TrainSummary summary;
+  const int64_t micro = cfg.batch_size / cfg.batch_split;
+  Progress progress("train", cfg.steps - start, "steps");
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t step = start; step < cfg.steps; ++step) {
+    const double lr = lr_at_step(cfg.lr, step, cfg.steps, cfg.warmup_steps);
+    for (auto& group : opt.param_groups())
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    torch::manual_seed(step_seed(cfg.seed, step));
+    head->train();
+    opt.zero_grad();
+    const auto indices = train.train_batch(cfg.seed, step, cfg.batch_size);
+    double loss_sum = 0;
+    for (int64_t s = 0; s < cfg.batch_split; ++s) {
+      auto b = train.load(
+          std::vector<int64_t>(indices.begin() + s * micro, indices.begin() + (s + 1) * micro));
+      EVL_CHECK(b.labels.min().item<int64_t>() >= 0, "cache '", cfg.cache,
+                "': a training record has no label");
+      to_device(b, device);
+      auto loss = torch::cross_entropy_loss(head->forward(b.x, b.q, b.k), b.labels) /
+                  double(cfg.batch_split);
+      loss.backward();
+      loss_sum += loss.item<double>();
+    }
+    EVL_CHECK(std::isfinite(loss_sum), "non-finite loss (", loss_sum, ") at step ", step,
+              "; training stopped. Last good checkpoint: ",
+              last_good.empty() ? std::string("none (nothing saved yet)") : last_good);
+    opt.step();
+    const int64_t done = step + 1;
+    summary.last_loss = loss_sum;
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    summary.samples_per_s =
+        static_cast<double>((done - start) * cfg.batch_size) / std::max(secs, 1e-9);
+    progress.set_note(str("loss ", loss_sum, " lr ", lr, " ",
+                          static_cast<int64_t>(summary.samples_per_s), " samples/s"));
+    progress.advance();
+
+    const bool final_step = done == cfg.steps;
+    nlohmann::json line = {{"step", done},
+                           {"loss", loss_sum},
+                           {"lr", lr},
+                           {"samples_per_s", summary.samples_per_s},
+                           {"val_top1", nullptr},
+                           {"val_top5", nullptr}};
+    bool write_line = final_step || (cfg.log_every > 0 && done % cfg.log_every == 0);
+    if (val && (final_step || (cfg.eval_every > 0 && done % cfg.eval_every == 0))) {
+      const auto r = evaluate(head, *val, micro, device);
+      summary.val_top1 = r.top1, summary.val_top5 = r.top5;
+      line["val_top1"] = r.top1, line["val_top5"] = r.top5;
+      write_line = true;
+    }
+    if (write_line) metrics << line.dump() << "\n" << std::flush;
+    if (final_step || (cfg.save_every > 0 && done % cfg.save_every == 0)) {
+      const auto path = out / ("checkpoint-" + std::to_string(done) + ".pth");
+      save_training_checkpoint(path.string(), head, opt, done, full_ini);
+      const auto tmp = out / "last.pth.tmp";
+      fs::copy_file(path, tmp, fs::copy_options::overwrite_existing);
+      fs::rename(tmp, last);
+      last_good = path.string();
+      summary.last_checkpoint = path.string();
+    }
+  }
+  progress.finish();
+  summary.steps = cfg.steps;
+  return summary;
+}
+
+}  // namespace evl

@@ -1,0 +1,46 @@
+// The training loop of evl_train_head over a feature cache: AdamW + per-step
+// cosine (reference §4), gradient accumulation over --batch-split micro-
+// batches, periodic evaluation and checkpoints, metrics.jsonl, progress, and
+// exact resume on CPU (the sampler and dropout RNG are functions of
+// (seed, step), so nothing but parameters and AdamW moments need saving).
+// Not done here: CUDA mixed precision with gradient scaling (fp32 on CUDA).
+#pragma once
+
+#include <string>
+
+#include "train/cached_dataset.h"
+#include "train/head.h"
+#include "train/train_config.h"
+
+namespace evl {
+
+struct TrainSummary {
+  int64_t steps = 0;                    // optimiser steps done in total
+  double last_loss = 0;                 // mean loss of the final step
+  double val_top1 = -1, val_top5 = -1;  // -1: no validation cache
+  double samples_per_s = 0;             // training throughput of this process
+  std::string last_checkpoint;
+};
+
+struct EvalResult {
+  double top1 = 0, top5 = 0;  // fractions over clips with a label
+  int64_t clips = 0;
+};
+
+// The head an evl_train_head run builds for a cache (width, heads, grid,
+// frames from the cache's provenance; switches and dropouts from `cfg`).
+HeadConfig head_config_for(const TrainConfig& cfg, const cache::Manifest& manifest, int64_t layers,
+                           int64_t num_classes);
+
+// Multi-view evaluation: mean of per-view softmax per clip, top-1/top-5.
+EvalResult evaluate(EvlHead& head, const CachedDataset& data, int64_t batch,
+                    const torch::Device& device);
+
+// Runs (or resumes) a training run into cfg.out. `config_ini` is the resolved
+// configuration, written to <out>/config.ini and into every checkpoint.
+// Throws evl::UsageError for bad settings and evl::Error for a provenance
+// mismatch, unreadable cache, or a non-finite loss (naming the step and the
+// last good checkpoint).
+TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini);
+
+}  // namespace evl
