@@ -229,11 +229,12 @@ int main(int argc, char** argv) {
     }
   {
     const CacheReader fast(dir.string(), nover);
-    const double s = timed(
-        shuf, 1, [&](int64_t i, std::vector<uint8_t>&) { (void)fast.get(i); }, 0);
-    const Rate r = rate(total, double(n), s);
-    std::cout << "read 1t shuffled, checksums off: get " << r.mb_s << " MB/s\n";
-    out["read"]["1t_shuffled"]["get_nochecksum_mb_s"] = r.mb_s;
+    Record rec;
+    auto k = [&](int64_t i, std::vector<uint8_t>&) { fast.get_into(i, rec); };
+    timed(shuf, 1, k, 0);  // warm rec's buffers
+    const Rate r = rate(total, double(n), timed(shuf, 1, k, 0));
+    std::cout << "read 1t shuffled, checksums off: get_into " << r.mb_s << " MB/s\n";
+    out["read"]["1t_shuffled"]["get_into_nochecksum_mb_s"] = r.mb_s;
   }
   ::close(raw_fd);
   fs::remove_all(dir);
