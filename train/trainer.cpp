@@ -136,6 +136,7 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini) {
   }
 
   const auto head_cfg = head_config_for(cfg, manifest, layers, classes);
+  torch::manual_seed(step_seed(cfg.seed, -1));  // initial weights are a function of --seed
   EvlHead head(head_cfg);
   head->to(device);
   torch::optim::AdamW opt(head->parameters(),
