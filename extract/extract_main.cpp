@@ -1,0 +1,114 @@
+// evl_extract: runs a dataset list through the frozen CLIP ViT into a feature cache.
+// Exit status: 0 all clips done, 3 some videos failed (see the failures file),
+// 4 interrupted by SIGTERM/SIGINT (finished work committed; rerun to resume),
+// 1 runtime error, 2 usage error.
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+#include "common/cli.h"
+#include "extract/pipeline.h"
+
+namespace po = boost::program_options;
+
+namespace {
+
+const evl::cli::Tool kTool{"evl_extract",
+                           "extract frozen CLIP ViT features of a video dataset into an LMDB cache",
+                           "evl_extract --list LIST --backbone FILE --out DIR [options]"};
+
+constexpr int kExitSomeFailed = 3;
+constexpr int kExitInterrupted = 4;
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_signal(int) { g_stop = true; }
+
+po::options_description make_options(evl::ExtractConfig& c) {
+  po::options_description io("input and output");
+  io.add_options()(
+      "list", po::value(&c.list),
+      "dataset list: `<path> <label> [start_sec end_sec]` per line, or a Kinetics CSV")(
+      "root", po::value(&c.root)->default_value(c.root), "prefix for relative paths in the list")(
+      "backbone", po::value(&c.backbone),
+      "CLIP weights: OpenAI TorchScript .pt or Hugging Face .safetensors")(
+      "out", po::value(&c.out), "cache directory (created; rerunning resumes)")(
+      "failures", po::value(&c.failures)->default_value(c.failures),
+      "failures TSV (default <out>/failures[-<shard>].tsv)")(
+      "limit", po::value(&c.limit)->default_value(c.limit),
+      "only the first N clips of the list (0: all)");
+  po::options_description views("sampling and views");
+  views.add_options()("frames", po::value(&c.frames)->default_value(c.frames),
+                      "frames per clip (T)")(
+      "stride", po::value(&c.stride)->default_value(c.stride), "frame stride of dense sampling")(
+      "sampling", po::value(&c.sampling)->default_value(c.sampling), "dense | tsn")(
+      "temporal-views", po::value(&c.temporal_views)->default_value(c.temporal_views),
+      "test views along time")("spatial-views",
+                               po::value(&c.spatial_views)->default_value(c.spatial_views),
+                               "test crops: 1 (centre) or 3")(
+      "train-views", po::value(&c.train_views)->default_value(c.train_views),
+      "K augmented training views per clip instead of test views")(
+      "flip", po::bool_switch(&c.flip), "random horizontal flip in training views")(
+      "photometric", po::bool_switch(&c.photometric), "photometric augmentation in training views")(
+      "input-size", po::value(&c.input_size)->default_value(c.input_size),
+      "input resolution (0: the backbone's native)")(
+      "seed", po::value(&c.seed)->default_value(c.seed),
+      "seed of training views: a view is reproducible from (seed, clip, view)");
+  po::options_description feats("features");
+  feats.add_options()("layers", po::value(&c.layers)->default_value(c.layers),
+                      "blocks feeding the decoder: lastM or indices like 8,9,10,11 or -4,-3,-2,-1")(
+      "store", po::value(&c.store)->default_value(c.store),
+      "qk (X, Q, K per layer) | compact (X of M+1 blocks; Q/K recomputed)")(
+      "dtype", po::value(&c.dtype)->default_value(c.dtype), "storage dtype: fp16 | bf16 | fp32")(
+      "precision", po::value(&c.precision)->default_value(c.precision),
+      "backbone compute: auto (fp32 on CPU, fp16 on CUDA) | fp32 | bf16 | fp16")(
+      "save-inputs", po::bool_switch(&c.save_inputs),
+      "also store each view's preprocessed input frames (float32)")(
+      "dump-frames", po::value(&c.dump_frames)->default_value(c.dump_frames),
+      "write each view's frames as PNG into this directory");
+  po::options_description run("execution");
+  run.add_options()("device", po::value(&c.device)->default_value(c.device), "cpu | cuda | cuda:N")(
+      "threads", po::value(&c.threads)->default_value(c.threads), "worker threads (0: all cores)")(
+      "batch-size", po::value(&c.batch_size)->default_value(c.batch_size),
+      "clip-views per backbone forward")(
+      "shard-index", po::value(&c.shard_index)->default_value(c.shard_index),
+      "this task's shard (-1: SLURM_ARRAY_TASK_ID or SLURM_PROCID, else 0)")(
+      "num-shards", po::value(&c.num_shards)->default_value(c.num_shards),
+      "number of shards (-1: SLURM_ARRAY_TASK_COUNT or SLURM_NTASKS, else 1)")(
+      "max-failures", po::value(&c.max_failures)->default_value(c.max_failures),
+      "abort when more videos fail (-1: never)");
+  po::options_description all;
+  all.add(io).add(views).add(feats).add(run);
+  return all;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return evl::cli::run(kTool, [&] {
+    evl::ExtractConfig cfg;
+    const auto options = make_options(cfg);
+    po::variables_map vm;
+    if (!evl::cli::parse(kTool, argc, argv, options, vm)) return 0;
+
+    std::signal(SIGTERM, on_signal);
+    std::signal(SIGINT, on_signal);
+    const evl::ExtractSummary s = evl::run_extraction(cfg, &g_stop);
+
+    std::printf(
+        "extracted %lld clips (%lld views), skipped %lld already present, %lld failed, of %lld in "
+        "this shard; %.2f clips/s, %.1f MiB written in %.1f s\n",
+        static_cast<long long>(s.clips_done), static_cast<long long>(s.views_written),
+        static_cast<long long>(s.clips_skipped), static_cast<long long>(s.clips_failed),
+        static_cast<long long>(s.clips_in_shard), s.seconds > 0 ? s.clips_done / s.seconds : 0.0,
+        s.bytes_written / 1048576.0, s.seconds);
+    if (s.clips_failed > 0)
+      std::printf("failed videos are listed in %s\n", s.failures_file.c_str());
+    if (s.interrupted) {
+      std::fprintf(stderr,
+                   "interrupted: finished clips are committed; rerun the same command to resume\n");
+      return kExitInterrupted;
+    }
+    return s.clips_failed > 0 ? kExitSomeFailed : 0;
+  });
+}

@@ -1,0 +1,279 @@
+// End-to-end tests of evl_extract (the executable, run as a child process) on a
+// generated motion dataset, the real videos in shared/, and broken files, with
+// the tiny CLIP-shaped backbone fixture. References are independent of the
+// pipeline: a direct backbone forward on the stored preprocessed inputs, the
+// same job run serially / unsharded, and LMDB's own view after kill -9.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "cache/cache.h"
+#include "extract/clip_vit.h"
+#include "extract/weights.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kBackbone =
+    std::string(EVL_SOURCE_DIR) + "/tests/fixtures/backbone/tiny_clip_openai.pt";
+const std::string kExtract = std::string(EVL_TOOLS_DIR) + "/evl_extract";
+const std::string kCacheTool = std::string(EVL_TOOLS_DIR) + "/evl_cache";
+
+int sh(const std::string& cmd) {
+  const int status = std::system(cmd.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A shared motion dataset for the whole suite (generated once).
+class ExtractTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = fs::temp_directory_path() / ("evl_extract_test_" + std::to_string(getpid()));
+    fs::create_directories(root_);
+    const std::string cmd = std::string(EVL_PYTHON) + " " + EVL_SOURCE_DIR +
+                            "/scripts/make_motion_dataset.py --out " + (root_ / "data").string() +
+                            " --classes 4 --per-class 3 --frames 20 --size 48x40 --seed 7 "
+                            "--split-ratio 1.0 >/dev/null";
+    ASSERT_EQ(sh(cmd), 0) << cmd;
+  }
+  static void TearDownTestSuite() { fs::remove_all(root_); }
+
+  // Runs evl_extract on the motion list with extra flags; returns the exit code.
+  static int extract(const fs::path& out, const std::string& flags, const std::string& list = "") {
+    const std::string l = list.empty() ? (root_ / "data" / "train.txt").string() : list;
+    const std::string cmd = kExtract + " --list " + l + " --root " + (root_ / "data").string() +
+                            " --backbone " + kBackbone + " --out " + out.string() +
+                            " --frames 4 --stride 3 --layers last2 " + flags + " >" +
+                            (out.string() + ".log") + " 2>&1";
+    return sh(cmd);
+  }
+
+  // Every record's arrays, by key, as raw bytes (the cache's own encoding).
+  static std::map<std::string, std::string> all_records(const fs::path& dir) {
+    evl::cache::CacheReader reader(dir.string());
+    std::map<std::string, std::string> out;
+    for (int64_t i = 0; i < reader.size(); ++i) {
+      const evl::cache::Record r = reader.get(i);
+      std::string blob = r.video_id + "|" + std::to_string(r.label) + "|" + r.view;
+      for (const auto& [name, a] : r.arrays)
+        blob += name + std::string(a.bytes.begin(), a.bytes.end());
+      out[r.key] = blob;
+    }
+    return out;
+  }
+
+  static fs::path root_;
+};
+
+fs::path ExtractTest::root_;
+
+torch::Tensor as_tensor(const evl::cache::Array& a) {
+  EXPECT_EQ(a.dtype, evl::cache::DType::kF32);
+  return torch::from_blob(const_cast<uint8_t*>(a.bytes.data()), a.shape, torch::kFloat32).clone();
+}
+
+}  // namespace
+
+TEST_F(ExtractTest, RecordsMatchADirectBackboneForwardOnTheStoredInputs) {
+  const fs::path out = root_ / "direct";
+  ASSERT_EQ(extract(out, "--dtype fp32 --save-inputs --temporal-views 2 --spatial-views 3"), 0)
+      << read_text(out.string() + ".log");
+  evl::cache::CacheReader reader(out.string());
+  EXPECT_EQ(reader.manifest().views_per_clip(), 6);
+  EXPECT_EQ(reader.size(), 12 * 6);
+  EXPECT_EQ(reader.clips().size(), 12u);
+
+  evl::LoadedBackbone bb = evl::load_backbone(kBackbone);
+  const auto blocks = evl::resolve_blocks("last2", bb.arch.depth);
+  for (int64_t i = 0; i < reader.size(); i += 5) {
+    const evl::cache::Record r = reader.get(i);
+    const torch::Tensor inputs = as_tensor(r.array("inputs"));  // (T, 3, S, S)
+    ASSERT_EQ(inputs.size(0), 4);
+    const evl::BackboneOutput ref = bb.model->forward(inputs, blocks);
+    const torch::Tensor x = as_tensor(r.array("x")), q = as_tensor(r.array("q")),
+                        k = as_tensor(r.array("k"));  // (M, T, L, C)
+    for (size_t m = 0; m < blocks.size(); ++m) {
+      EXPECT_TRUE(torch::allclose(x[m], ref.layers[m].x, 1e-5, 1e-5)) << r.key;
+      EXPECT_TRUE(torch::allclose(q[m], ref.layers[m].q, 1e-5, 1e-5)) << r.key;
+      EXPECT_TRUE(torch::allclose(k[m], ref.layers[m].k, 1e-5, 1e-5)) << r.key;
+    }
+  }
+}
+
+TEST_F(ExtractTest, OneAndTwoThreadsWriteIdenticalRecords) {
+  const fs::path a = root_ / "t1", b = root_ / "t2";
+  ASSERT_EQ(extract(a, "--threads 1 --train-views 2 --seed 5 --batch-size 3"), 0);
+  ASSERT_EQ(extract(b, "--threads 2 --train-views 2 --seed 5 --batch-size 3"), 0);
+  const auto ra = all_records(a), rb = all_records(b);
+  EXPECT_EQ(ra.size(), 24u);
+  EXPECT_TRUE(ra == rb);
+}
+
+TEST_F(ExtractTest, FourShardsJoinIntoTheUnshardedCache) {
+  const fs::path whole = root_ / "whole", sharded = root_ / "sharded";
+  ASSERT_EQ(extract(whole, "--temporal-views 2"), 0);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_FALSE(fs::exists(sharded / "manifest.json")) << "manifest before the last shard";
+    ASSERT_EQ(extract(sharded,
+                      "--temporal-views 2 --shard-index " + std::to_string(i) + " --num-shards 4"),
+              0);
+  }
+  ASSERT_TRUE(fs::exists(sharded / "manifest.json"));
+  evl::cache::CacheReader r(sharded.string());
+  EXPECT_EQ(r.manifest().shards.size(), 4u);
+  EXPECT_TRUE(all_records(whole) == all_records(sharded));
+  // And the Slurm environment picks the shard when no flag is given.
+  const fs::path env = root_ / "env";
+  for (int i = 0; i < 4; ++i)
+    ASSERT_EQ(sh("SLURM_ARRAY_TASK_ID=" + std::to_string(i) +
+                 " SLURM_ARRAY_TASK_COUNT=4 SLURM_ARRAY_TASK_MIN=0 " + kExtract + " --list " +
+                 (root_ / "data" / "train.txt").string() + " --root " + (root_ / "data").string() +
+                 " --backbone " + kBackbone + " --out " + env.string() +
+                 " --frames 4 --stride 3 --layers last2 --temporal-views 2 >/dev/null 2>&1"),
+              0);
+  EXPECT_TRUE(all_records(whole) == all_records(env));
+}
+
+TEST_F(ExtractTest, CompactModeQKMatchesStoredQK) {
+  const fs::path qk = root_ / "qk", compact = root_ / "compact";
+  ASSERT_EQ(extract(qk, "--dtype fp32"), 0);
+  ASSERT_EQ(extract(compact, "--dtype fp32 --store compact"), 0)
+      << read_text(compact.string() + ".log");
+  evl::cache::CacheReader a(qk.string()), b(compact.string());
+  const evl::cache::Record w = evl::cache::load_qk_weights(compact.string());
+  ASSERT_EQ(a.size(), b.size());
+  const auto layers = b.manifest().layers;
+  for (int64_t i = 0; i < a.size(); i += 3) {
+    const auto ra = a.get(i), rb = b.get(i);
+    const torch::Tensor xc = as_tensor(rb.array("x"));  // (M+1, T, L, C)
+    ASSERT_EQ(xc.size(0), static_cast<int64_t>(layers.size()) + 1);
+    for (size_t m = 0; m < layers.size(); ++m) {
+      const std::string s = "." + std::to_string(layers[m]);
+      const auto ln = torch::layer_norm(xc[m], {xc.size(-1)}, as_tensor(w.array("ln_1.weight" + s)),
+                                        as_tensor(w.array("ln_1.bias" + s)), 1e-5);
+      const auto q = torch::linear(ln, as_tensor(w.array("q_proj.weight" + s)),
+                                   as_tensor(w.array("q_proj.bias" + s)));
+      const auto k = torch::linear(ln, as_tensor(w.array("k_proj.weight" + s)),
+                                   as_tensor(w.array("k_proj.bias" + s)));
+      EXPECT_TRUE(torch::allclose(q, as_tensor(ra.array("q"))[m], 1e-4, 1e-5)) << ra.key;
+      EXPECT_TRUE(torch::allclose(k, as_tensor(ra.array("k"))[m], 1e-4, 1e-5)) << ra.key;
+      EXPECT_TRUE(torch::equal(xc[m + 1], as_tensor(ra.array("x"))[m])) << ra.key;
+    }
+  }
+}
+
+TEST_F(ExtractTest, BrokenVideosAreRecordedAndSkipped) {
+  const fs::path data = root_ / "data";
+  const fs::path bad = root_ / "bad";
+  fs::create_directories(bad);
+  std::ofstream(bad / "empty.mp4").close();
+  {
+    std::ofstream f(bad / "random.mp4", std::ios::binary);
+    for (int i = 0; i < 5000; ++i) f.put(static_cast<char>((i * 7919) % 251));
+  }
+  const std::string good = read_text(data / "train.txt");
+  const fs::path list = root_ / "mixed.txt";
+  {
+    std::ofstream l(list);
+    std::istringstream in(good);
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) {
+      l << line << "\n";
+      if (++n == 2) l << (bad / "empty.mp4").string() << " 0\n";
+      if (n == 5)
+        l << (bad / "random.mp4").string() << " 1\n"
+          << "no/such/file.mp4 2\n";
+    }
+  }
+  const fs::path out = root_ / "mixed";
+  EXPECT_EQ(extract(out, "", list.string()), 3) << read_text(out.string() + ".log");
+  const std::string failures = read_text(out / "failures.tsv");
+  int lines = 0;
+  for (char c : failures) lines += c == '\n';
+  EXPECT_EQ(lines, 3) << failures;
+  EXPECT_NE(failures.find("empty.mp4\t3\t"), std::string::npos) << failures;
+  EXPECT_NE(failures.find("random.mp4"), std::string::npos) << failures;
+  EXPECT_NE(failures.find("no/such/file.mp4"), std::string::npos) << failures;
+  evl::cache::CacheReader r(out.string());
+  EXPECT_EQ(r.size(), 12);  // every good clip, one view each
+  std::set<std::string> ids;
+  for (const auto& c : r.clips()) ids.insert(c.video_id);
+  EXPECT_EQ(ids.size(), 12u);
+  // --max-failures aborts early with a runtime error.
+  EXPECT_EQ(extract(root_ / "mixed_abort", "--max-failures 0", list.string()), 1);
+}
+
+TEST_F(ExtractTest, KilledJobResumesToExactlyOneValidRecordPerView) {
+  // Nine views per clip and one commit per view-batch, so the job is killed mid-run.
+  const fs::path list = root_ / "data" / "train.txt";
+  const fs::path out = root_ / "killed";
+  const std::string cmd = "exec " + kExtract + " --list " + list.string() + " --root " +
+                          (root_ / "data").string() + " --backbone " + kBackbone + " --out " +
+                          out.string() +
+                          " --frames 4 --stride 3 --layers last2 --temporal-views 3 "
+                          "--spatial-views 3 --batch-size 1 --threads 1 >/dev/null 2>&1";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Wait until some records are committed, then SIGKILL mid-run.
+  const fs::path data_mdb = out / evl::cache::shard_name(0, 1) / "data.mdb";
+  for (int i = 0; i < 600 && !(fs::exists(data_mdb) && fs::file_size(data_mdb) > 100000); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the job finished before it could be killed";
+  EXPECT_FALSE(fs::exists(out / "manifest.json"));
+
+  ASSERT_EQ(sh(cmd.substr(5)), 0);  // rerun the same command
+  EXPECT_EQ(sh(kCacheTool + " verify " + out.string() + " >/dev/null 2>&1"), 0);
+  evl::cache::CacheReader r(out.string());
+  EXPECT_EQ(r.size(), 12 * 9);
+  std::set<std::string> keys(r.keys().begin(), r.keys().end());
+  EXPECT_EQ(keys.size(), static_cast<size_t>(12 * 9));
+}
+
+TEST_F(ExtractTest, RealVideosExtract) {
+  const fs::path videos = fs::path(EVL_SHARED_DIR) / "data" / "real" / "videos";
+  if (!fs::exists(videos)) GTEST_SKIP() << "no real videos at " << videos;
+  const fs::path list = root_ / "real.txt";
+  int n = 0;
+  {
+    std::ofstream l(list);
+    for (const auto& sub : {"action", "codecs"})
+      for (const auto& e : fs::directory_iterator(videos / sub)) {
+        l << sub << "/" << e.path().filename().string() << " " << n % 5 << "\n";
+        ++n;
+      }
+  }
+  const fs::path out = root_ / "real";
+  const std::string cmd = kExtract + " --list " + list.string() + " --root " + videos.string() +
+                          " --backbone " + kBackbone + " --out " + out.string() +
+                          " --frames 8 --stride 16 --temporal-views 3 --layers last2 >" +
+                          out.string() + ".log 2>&1";
+  EXPECT_EQ(sh(cmd), 0) << read_text(out.string() + ".log") << read_text(out / "failures.tsv");
+  evl::cache::CacheReader r(out.string());
+  EXPECT_EQ(r.size(), n * 3);
+}
