@@ -277,3 +277,38 @@ TEST_F(ExtractTest, RealVideosExtract) {
   evl::cache::CacheReader r(out.string());
   EXPECT_EQ(r.size(), n * 3);
 }
+
+TEST_F(ExtractTest, SigtermCommitsFinishedWorkAndExitsWithStatus4) {
+  const fs::path list = root_ / "data" / "train.txt";
+  const fs::path out = root_ / "terminated";
+  const std::string cmd = kExtract + " --list " + list.string() + " --root " +
+                          (root_ / "data").string() + " --backbone " + kBackbone + " --out " +
+                          out.string() +
+                          " --frames 4 --stride 3 --layers last2 --temporal-views 3 "
+                          "--spatial-views 3 --batch-size 1 --threads 1";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string exec_cmd = "exec " + cmd + " >/dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", exec_cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const fs::path data_mdb = out / evl::cache::shard_name(0, 1) / "data.mdb";
+  for (int i = 0; i < 600 && !(fs::exists(data_mdb) && fs::file_size(data_mdb) > 100000); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  kill(pid, SIGTERM);
+  const auto t0 = std::chrono::steady_clock::now();
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 0) GTEST_SKIP() << "the job finished before SIGTERM arrived";
+  EXPECT_EQ(WEXITSTATUS(status), 4);
+  EXPECT_LT(waited, 10.0);
+  EXPECT_FALSE(fs::exists(out / "manifest.json"));
+  ASSERT_EQ(sh(cmd + " >/dev/null 2>&1"), 0);  // rerun resumes
+  EXPECT_EQ(sh(kCacheTool + " verify " + out.string() + " >/dev/null 2>&1"), 0);
+  evl::cache::CacheReader r(out.string());
+  EXPECT_EQ(r.size(), 12 * 9);
+}
