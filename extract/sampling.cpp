@@ -26,7 +26,12 @@ void check_args(int64_t n, int64_t frames, int64_t stride) {
 std::vector<int64_t> dense_train_indices(int64_t n, int64_t frames, int64_t stride,
                                          std::mt19937_64& rng) {
   check_args(n, frames, stride);
-  if (stride * (frames - 1) + 1 >= n) return dense_view_indices(n, 0, frames, stride);
+  if (stride * (frames - 1) + 1 >= n) {
+    // i*stride while < n, then the last valid index repeated (not n-1).
+    std::vector<int64_t> idx;
+    for (int64_t i = 0; i < frames; ++i) idx.push_back(i * stride < n ? i * stride : idx.back());
+    return idx;
+  }
   std::uniform_int_distribution<int64_t> pick(0, n - stride * (frames - 1) - 1);
   return dense_view_indices(n, pick(rng), frames, stride);
 }

@@ -233,11 +233,16 @@ struct VideoReader::Impl {
     if (f->width != par->width || f->height != par->height)
       throw VideoError(path, str("frame size changes mid-stream: ", f->width, "x", f->height,
                                  " after ", par->width, "x", par->height));
-    auto out = torch::empty({f->height, f->width, 3}, torch::kUInt8);
-    uint8_t* dst[4] = {out.data_ptr<uint8_t>(), nullptr, nullptr, nullptr};
-    int dst_stride[4] = {3 * f->width, 0, 0, 0};
+    // swscale's SIMD paths may write past the end of a line: lines are packed
+    // (as PyAV's frames are, so the same code path and rounding run) and the
+    // buffer has slack after the last line.
+    const int64_t row = 3 * int64_t{f->width};
+    auto buf = torch::empty({f->height * row + 4096}, torch::kUInt8);
+    uint8_t* dst[4] = {buf.data_ptr<uint8_t>(), nullptr, nullptr, nullptr};
+    int dst_stride[4] = {static_cast<int>(row), 0, 0, 0};
     sws_scale(sws.get(), f->data, f->linesize, 0, f->height, dst, dst_stride);
-    if (info.rotation == 0) return out;
+    auto out = buf.narrow(0, 0, f->height * row).view({f->height, f->width, 3});
+    if (info.rotation == 0) return out.contiguous();
     return torch::rot90(out, -info.rotation / 90, {0, 1}).contiguous();
   }
 
@@ -397,6 +402,7 @@ VideoReader::VideoReader(const std::string& path, const VideoReaderOptions& opti
     m.scan();
     // Decode the first frame now: proves the stream decodes and positions the decoder.
     std::vector<char> wanted(m.info.num_frames, 0);
+    wanted[0] = 1;
     std::unordered_map<int64_t, torch::Tensor> got;
     m.read_pts_mode({0}, wanted, got);
     if (m.awaiting_first) throw NeedSequential{};
@@ -405,6 +411,7 @@ VideoReader::VideoReader(const std::string& path, const VideoReaderOptions& opti
   } catch (const FrameCountChanged&) {
     // Tail truncation found while checking frame 0: only possible for 1-frame files.
   }
+  st = m.fmt->streams[m.stream];  // the context may have been reopened above
   AVRational rate = st->avg_frame_rate.num > 0 ? st->avg_frame_rate : st->r_frame_rate;
   m.info.fps = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0.0;
   if (m.info.fps <= 0 && m.times.size() > 1 && m.times.back() > 0)

@@ -1,0 +1,192 @@
+// Views against PyTorch/PyAV references computed by official_views.py, plus
+// crop-box and offset rules from the official transform code.
+#include "extract/views.h"
+
+#include <gtest/gtest.h>
+
+#include "extract/frame_dump.h"
+#include "extract/sampling.h"
+#include "extract/video_reader.h"
+#include "tests/extract/video_test_util.h"
+
+namespace evl {
+namespace {
+
+torch::Tensor read_f32(const std::string& path, std::vector<int64_t> shape) {
+  std::string b = test::read_text(path);
+  auto t = torch::empty(shape, torch::kFloat32);
+  EXPECT_EQ(static_cast<int64_t>(b.size()), t.numel() * 4) << path;
+  std::memcpy(t.data_ptr<float>(), b.data(), std::min<size_t>(b.size(), t.numel() * 4));
+  return t;
+}
+
+std::string py(const std::string& args) {
+  return std::string(EVL_PYTHON) + " " + EVL_SOURCE_DIR + "/tests/extract/official_views.py " +
+         args;
+}
+
+TEST(Views, BilinearMatchesPyTorchInterpolate) {
+  std::string dir = test::temp_dir("resize");
+  for (auto [h, w, oh, ow] : std::vector<std::array<int64_t, 4>>{
+           {7, 11, 5, 13}, {40, 30, 224, 168}, {33, 84, 224, 569}}) {
+    std::string out = dir + "/r.f32";
+    ASSERT_EQ(test::sh(py(str("--resize ", h, " ", w, " ", oh, " ", ow, " ", out))), 0);
+    auto x = torch::sin(torch::arange(2 * 3 * h * w, torch::kFloat64) * 0.37)
+                 .to(torch::kFloat32)
+                 .view({2, 3, h, w});
+    auto want = read_f32(out, {2, 3, oh, ow});
+    auto got = resize_bilinear(x, oh, ow);
+    EXPECT_TRUE(torch::equal(got, want))
+        << h << "x" << w << " max diff " << (got - want).abs().max().item<float>();
+  }
+}
+
+// The whole test-view pipeline (decode, sample, normalise, resize, crops) on
+// real videos against the PyAV + PyTorch reference.
+TEST(Views, TestViewsMatchOfficialPipeline) {
+  struct Case {
+    std::string video;
+    int64_t frames, stride, tv, sv;
+  };
+  for (const Case& c : {Case{"action/k400_arm_wrestling.mp4", 8, 16, 3, 1},
+                        Case{"action/k400_archery.avi", 32, 8, 1, 3},
+                        Case{"action/ucf101_v_CricketShot_g04_c01_rgb.gif", 8, 16, 3, 3}}) {
+    std::string path = std::string(EVL_SHARED_DIR) + "/data/real/videos/" + c.video;
+    std::string out = test::temp_dir("views") + "/v.f32";
+    ASSERT_EQ(
+        test::sh(py(str("'", path, "' ", c.frames, " ", c.stride, " ", c.tv, " ", c.sv, " ", out))),
+        0);
+    SamplingConfig cfg;
+    cfg.frames = c.frames;
+    cfg.stride = c.stride;
+    cfg.temporal_views = c.tv;
+    cfg.spatial_views = c.sv;
+    auto views = load_clip_views(path, ClipEntry{}, cfg, 0);
+    ASSERT_EQ(static_cast<int64_t>(views.size()), c.tv * c.sv);
+    auto want = read_f32(out, {c.tv * c.sv, c.frames, 3, 224, 224});
+    for (size_t v = 0; v < views.size(); ++v) {
+      ASSERT_EQ(views[v].pixels.sizes(), want[v].sizes());
+      float diff = (views[v].pixels - want[v]).abs().max().item<float>();
+      EXPECT_LE(diff, 1e-5) << c.video << " view " << v << " (" << views[v].description << ")";
+    }
+  }
+}
+
+TEST(Views, SpatialCropOffsets) {
+  EXPECT_EQ(spatial_crop_offsets(298, 224, 3), (std::vector<int64_t>{0, 37, 74}));
+  EXPECT_EQ(spatial_crop_offsets(299, 224, 3),
+            (std::vector<int64_t>{0, 37, 75}));  // 0, margin//2, margin
+  EXPECT_EQ(spatial_crop_offsets(299, 224, 1), (std::vector<int64_t>{37}));
+  EXPECT_EQ(spatial_crop_offsets(224, 224, 3), (std::vector<int64_t>{0, 0, 0}));
+  EXPECT_THROW(spatial_crop_offsets(200, 224, 1), Error);
+}
+
+TEST(Views, RandomResizedCropBoxStaysInRange) {
+  std::mt19937_64 rng(9);
+  double min_frac = 1, max_frac = 0;
+  for (int i = 0; i < 5000; ++i) {
+    CropBox b = random_resized_crop_box(240, 320, rng);
+    ASSERT_GE(b.top, 0);
+    ASSERT_GE(b.left, 0);
+    ASSERT_LE(b.top + b.height, 240);
+    ASSERT_LE(b.left + b.width, 320);
+    double frac = static_cast<double>(b.height * b.width) / (240 * 320);
+    double ratio = static_cast<double>(b.width) / b.height;
+    ASSERT_GT(ratio, 0.70);
+    ASSERT_LT(ratio, 1.40);
+    min_frac = std::min(min_frac, frac);
+    max_frac = std::max(max_frac, frac);
+  }
+  EXPECT_LT(min_frac, 0.1);
+  EXPECT_GT(max_frac, 0.85);
+  // A 10:1 strip never fits a sampled box often; the fallback clamps to ratio 4/3.
+  std::mt19937_64 rng2(1);
+  int fallback = 0;
+  for (int i = 0; i < 200; ++i) {
+    CropBox b = random_resized_crop_box(10, 1000, rng2);
+    if (b.height == 10 && b.width == 13) ++fallback;
+  }
+  EXPECT_GT(fallback, 0);
+}
+
+TEST(Views, TrainViewsAreReproducibleAndSameCropPerFrame) {
+  std::string path =
+      std::string(EVL_SHARED_DIR) + "/data/real/videos/action/k400_cleaning_pool.mp4";
+  SamplingConfig cfg;
+  cfg.train_views = 2;
+  cfg.seed = 42;
+  cfg.photometric = true;
+  cfg.flip = true;
+  auto a = load_clip_views(path, ClipEntry{}, cfg, 7);
+  auto b = load_clip_views(path, ClipEntry{}, cfg, 7);
+  ASSERT_EQ(a.size(), 2u);
+  for (size_t v = 0; v < 2; ++v) {
+    EXPECT_EQ(a[v].pixels.sizes(), (std::vector<int64_t>{8, 3, 224, 224}));
+    EXPECT_TRUE(torch::equal(a[v].pixels, b[v].pixels));
+    EXPECT_EQ(a[v].frame_indices, b[v].frame_indices);
+    EXPECT_EQ(a[v].description, b[v].description);
+  }
+  EXPECT_NE(a[0].description, a[1].description);
+  // Without augmentation, a train view is crop-then-resize of the normalised frames.
+  cfg.photometric = cfg.flip = false;
+  auto c = load_clip_views(path, ClipEntry{}, cfg, 3)[0];
+  auto rng = view_rng(cfg.seed, 3, 0);
+  auto idx = dense_train_indices(300, 8, 16, rng);
+  EXPECT_EQ(c.frame_indices, idx);
+  VideoReader r(path);
+  CropBox box = random_resized_crop_box(256, 340, rng);
+  auto x = normalize(frames_to_float(r.read_frames(idx)), cfg);
+  auto want = torch::nn::functional::interpolate(
+      x.slice(2, box.top, box.top + box.height).slice(3, box.left, box.left + box.width),
+      torch::nn::functional::InterpolateFuncOptions()
+          .size(std::vector<int64_t>{224, 224})
+          .mode(torch::kBilinear)
+          .align_corners(false));
+  EXPECT_TRUE(torch::allclose(c.pixels, want));
+}
+
+TEST(Views, TrimmedEntrySamplesInsideTheRange) {
+  std::string path =
+      std::string(EVL_SHARED_DIR) + "/data/real/videos/action/k400_cleaning_pool.mp4";
+  SamplingConfig cfg;
+  cfg.frames = 4;
+  cfg.stride = 4;
+  ClipEntry e;
+  e.start_sec = 2.0;
+  e.end_sec = 4.0;
+  auto v = load_clip_views(path, e, cfg, 0);
+  for (int64_t i : v[0].frame_indices) {
+    EXPECT_GE(i, 60);
+    EXPECT_LT(i, 120);
+  }
+}
+
+TEST(Views, NormalisationAndPngDumpRoundTrip) {
+  SamplingConfig cfg;
+  auto x = torch::tensor({0.0f, 1.0f})
+               .view({1, 2, 1, 1})
+               .expand({1, 2, 1, 3})
+               .permute({0, 3, 1, 2})
+               .contiguous();  // (1,3,1,2)
+  auto n = normalize(x, cfg);
+  EXPECT_NEAR(n[0][0][0][0].item<float>(), -0.48145466 / 0.26862954, 1e-6);
+  EXPECT_NEAR(n[0][2][0][1].item<float>(), (1 - 0.40821073) / 0.27577711, 1e-6);
+  // dump_view_png writes PNGs that ffmpeg decodes back to the un-normalised pixels.
+  std::string dir = test::temp_dir("png");
+  auto rgb = torch::randint(0, 256, {2, 3, 16, 16}, torch::kUInt8);
+  ClipView view;
+  view.view_index = 1;
+  view.pixels = normalize(rgb.to(torch::kFloat32) / 255, cfg);
+  dump_view_png(view, cfg, dir, "clip");
+  std::string raw = dir + "/f1.rgb";
+  ASSERT_EQ(test::sh("ffmpeg -hide_banner -loglevel error -y -i " + dir +
+                     "/clip_v01_f01.png -f rawvideo -pix_fmt rgb24 " + raw),
+            0);
+  std::string b = test::read_text(raw);
+  ASSERT_EQ(b.size(), 16u * 16 * 3);
+  auto back = torch::from_blob(b.data(), {16, 16, 3}, torch::kUInt8).permute({2, 0, 1});
+  EXPECT_TRUE(torch::equal(back, rgb[1]));
+}
+
+}  // namespace
+}  // namespace evl
