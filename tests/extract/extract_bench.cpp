@@ -1,0 +1,293 @@
+// bench_extract: end-to-end clip-views/s of the extraction pipeline (evl::run_extraction:
+// decode, 8x16 sampling, 3 temporal test views, CLIP ViT, fp16 qk records written to a
+// temporary cache) against the backbone alone on the same clips, decoded beforehand and
+// fed in the same batches, in one run; plus the decode-alone rate and peak RSS.
+// Default: ViT-B/16 random weights (scripts/make_clip_backbone.py, kept under the build
+// dir), 6 real clips, 2 threads. --quick: the tiny test backbone, last 2 layers, 2 clips.
+//   bench_extract [--quick] [--model PT] [--clips N] [--threads N] [--batch-size N]
+//                 [--precision auto|fp32|bf16] [--layers SPEC] [--dir PATH]
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "extract/clip_vit.h"
+#include "extract/dataset_list.h"
+#include "extract/pipeline.h"
+#include "extract/views.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double peak_rss_mib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
+}
+
+// Reads a file once so that both measurements start from a warm page cache.
+void warm_page_cache(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> buf(1 << 20);
+  while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())) || in.gcount() > 0) {
+  }
+}
+
+struct Args {
+  bool quick = false;
+  std::string model, precision = "auto", layers = "last4", dir;
+  int64_t clips = 6, batch_size = 3;
+  int threads = 2;
+};
+
+// Removes the benchmark's temporary directory however main() exits.
+struct RemoveOnExit {
+  fs::path dir;
+  ~RemoveOnExit() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+void usage(std::ostream& os) {
+  os << "usage: bench_extract [--quick] [--model PT] [--clips N] [--threads N] "
+        "[--batch-size N] [--precision auto|fp32|bf16] [--layers SPEC] [--dir PATH]\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  Args args;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::runtime_error("missing value after " + s);
+      return argv[++i];
+    };
+    if (s == "--quick") {
+      args.quick = true;
+    } else if (s == "--model") {
+      args.model = next();
+    } else if (s == "--clips") {
+      args.clips = std::stoll(next());
+    } else if (s == "--threads") {
+      args.threads = std::stoi(next());
+    } else if (s == "--batch-size") {
+      args.batch_size = std::stoll(next());
+    } else if (s == "--precision") {
+      args.precision = next();
+    } else if (s == "--layers") {
+      args.layers = next();
+    } else if (s == "--dir") {
+      args.dir = next();
+    } else if (s == "--help") {
+      usage(std::cout);
+      return 0;
+    } else {
+      usage(std::cerr);
+      return 2;
+    }
+  }
+  const std::string src = EVL_SOURCE_DIR;
+  if (args.quick) {
+    if (args.model.empty()) args.model = src + "/tests/fixtures/backbone/tiny_clip_openai.pt";
+    args.layers = "last2";
+    args.clips = std::min<int64_t>(args.clips, 2);
+  }
+  if (args.model.empty()) {
+    args.model = std::string(EVL_BINARY_DIR) + "/bench/vit-b16.pt";
+    if (!fs::exists(args.model)) {
+      fs::create_directories(fs::path(args.model).parent_path());
+      const std::string cmd = std::string(EVL_PYTHON) + " " + src +
+                              "/scripts/make_clip_backbone.py --preset b16 -o " + args.model;
+      std::cout << "making " << args.model << "\n" << std::flush;
+      if (std::system(cmd.c_str()) != 0 || !fs::exists(args.model)) {
+        std::cerr << "error: could not create " << args.model << " with: " << cmd << "\n";
+        return 1;
+      }
+    }
+  }
+
+  // The clips: real ~10-18 s action videos (README of the shared data).
+  const std::string videos_dir = std::string(EVL_SHARED_DIR) + "/data/real/videos/action/";
+  const std::vector<std::string> all_videos = {"k400_arm_wrestling.mp4",
+                                               "k400_cleaning_pool.mp4",
+                                               "k400_shooting_basketball.mp4",
+                                               "pymecavideo_balle-jbart_throwing_ball.mp4",
+                                               "activitynet_v_GGSY1Qvo990_weightlifting.mp4",
+                                               "activitynet_v_ZNVhz7ctTq0_dog_walking.mp4",
+                                               "k400_archery.avi",
+                                               "ucf101_ApplyEyeMakeup.avi"};
+  if (args.clips < 1 || args.clips > static_cast<int64_t>(all_videos.size())) {
+    std::cerr << "error: --clips must be in [1, " << all_videos.size() << "]\n";
+    return 2;
+  }
+  const fs::path work = fs::path(args.dir.empty() ? fs::temp_directory_path().string() : args.dir) /
+                        ("evl_bench_extract_" + std::to_string(::getpid()));
+  fs::remove_all(work);
+  fs::create_directories(work);
+  const RemoveOnExit cleanup{work};
+  const std::string list = (work / "clips.txt").string();
+  {
+    std::ofstream out(list);
+    for (int64_t i = 0; i < args.clips; ++i) out << videos_dir << all_videos[i] << " " << i << "\n";
+  }
+
+  evl::ExtractConfig cfg;
+  cfg.list = list;
+  cfg.backbone = args.model;
+  cfg.out = (work / "cache").string();
+  cfg.frames = 8;
+  cfg.stride = 16;
+  cfg.temporal_views = 3;
+  cfg.spatial_views = 1;
+  cfg.layers = args.layers;
+  cfg.store = "qk";
+  cfg.dtype = "fp16";
+  cfg.precision = args.precision;
+  cfg.threads = args.threads;
+  cfg.batch_size = args.batch_size;
+  const int64_t views_per_clip = cfg.temporal_views * cfg.spatial_views;
+
+  torch::set_num_threads(args.threads);
+  evl::BackboneOptions bopts;
+  bopts.precision =
+      args.precision == "auto" ? evl::Precision::kFP32 : evl::parse_precision(args.precision);
+  std::printf(
+      "bench_extract: %s, %lld clips x %lld views (8x16), layers %s, qk fp16, "
+      "batch %lld views, precision %s, %d threads, OMP_WAIT_POLICY=%s\n",
+      args.model.c_str(), static_cast<long long>(args.clips),
+      static_cast<long long>(views_per_clip), args.layers.c_str(),
+      static_cast<long long>(args.batch_size), evl::to_string(bopts.precision).c_str(),
+      args.threads, getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
+  std::fflush(stdout);
+
+  // Warm-up: weights and videos into the page cache; LibTorch's thread pool started.
+  warm_page_cache(args.model);
+  const std::vector<evl::ClipEntry> entries = evl::read_dataset_list(list);
+  for (const auto& e : entries) warm_page_cache(e.path);
+  auto t0 = Clock::now();
+  double load_s = 0;
+  evl::SamplingConfig scfg;
+  std::vector<int64_t> blocks;
+  {
+    evl::LoadedBackbone bb = evl::load_backbone(args.model, bopts);
+    load_s = seconds_since(t0);
+    scfg.frames = cfg.frames;
+    scfg.stride = cfg.stride;
+    scfg.temporal_views = cfg.temporal_views;
+    scfg.spatial_views = cfg.spatial_views;
+    scfg.input_size = bb.arch.image_size;
+    blocks = evl::resolve_blocks(args.layers, bb.arch.depth);
+    bb.model->forward(torch::randn({cfg.frames, 3, bb.arch.image_size, bb.arch.image_size}),
+                      blocks);
+  }
+
+  // 1. The pipeline, end to end (load, decode, views, backbone, fp16 records, commits).
+  const evl::ExtractSummary summary = evl::run_extraction(cfg, nullptr);
+  const double pipeline_rss = peak_rss_mib();
+  const double views = static_cast<double>(summary.views_written);
+  if (summary.clips_failed > 0 || summary.views_written != args.clips * views_per_clip) {
+    std::cerr << "error: the pipeline wrote " << summary.views_written << " views ("
+              << summary.clips_failed << " clips failed)\n";
+    return 1;
+  }
+
+  // 2. Decoding alone, sequential on one thread (what the pipeline has to hide).
+  t0 = Clock::now();
+  std::vector<std::vector<evl::ClipView>> decoded;
+  for (size_t i = 0; i < entries.size(); ++i)
+    decoded.push_back(
+        evl::load_clip_views(entries[i].path, entries[i], scfg, static_cast<int64_t>(i)));
+  const double decode_s = seconds_since(t0);
+
+  // 3. The backbone alone on those views, in the pipeline's batches: groups of
+  // max(1, batch/views) consecutive clips, forwarded in chunks of batch*frames images.
+  evl::LoadedBackbone bb = evl::load_backbone(args.model, bopts);
+  const int64_t group = std::max<int64_t>(1, cfg.batch_size / views_per_clip);
+  const int64_t chunk = cfg.batch_size * cfg.frames;
+  std::vector<torch::Tensor> batches;
+  for (size_t g = 0; g < decoded.size(); g += static_cast<size_t>(group)) {
+    std::vector<torch::Tensor> images;
+    for (size_t c = g; c < std::min(decoded.size(), g + static_cast<size_t>(group)); ++c)
+      for (const auto& v : decoded[c]) images.push_back(v.pixels);
+    batches.push_back(torch::cat(images, 0));
+  }
+  t0 = Clock::now();
+  for (const auto& all : batches)
+    for (int64_t r = 0; r < all.size(0); r += chunk)
+      bb.model->forward(all.narrow(0, r, std::min(chunk, all.size(0) - r)), blocks);
+  const double backbone_s = seconds_since(t0);
+
+  const double e2e = views / summary.seconds;
+  const double e2e_steady = views / std::max(1e-9, summary.seconds - load_s);
+  const double alone = views / backbone_s;
+  const double decode_rate = views / decode_s;
+  std::printf(
+      "pipeline   %7.2f s  %7.2f clip-views/s (incl. backbone load %.2f s); "
+      "%.2f clip-views/s excluding the load\n",
+      summary.seconds, e2e, load_s, e2e_steady);
+  std::printf("backbone   %7.2f s  %7.2f clip-views/s (same batches, pre-decoded inputs)\n",
+              backbone_s, alone);
+  std::printf("decode     %7.2f s  %7.2f clip-views/s (sequential, 1 thread, %lld frames)\n",
+              decode_s, decode_rate, static_cast<long long>(summary.frames_decoded));
+  std::printf(
+      "end-to-end / backbone-alone = %.1f%% excluding the backbone load, %.1f%% "
+      "including it (target >= 90%%)\n",
+      100 * e2e_steady / alone, 100 * e2e / alone);
+  std::printf(
+      "written %.1f MiB, %.0f B per clip-view; peak RSS after the pipeline %.0f MiB, "
+      "at the end %.0f MiB\n",
+      static_cast<double>(summary.bytes_written) / 1048576.0,
+      static_cast<double>(summary.bytes_written) / views, pipeline_rss, peak_rss_mib());
+
+  nlohmann::json j = {{"bench", "extract"},
+                      {"quick", args.quick},
+                      {"model", fs::path(args.model).filename().string()},
+                      {"width", bb.arch.width},
+                      {"depth", bb.arch.depth},
+                      {"image_size", bb.arch.image_size},
+                      {"clips", args.clips},
+                      {"views_per_clip", views_per_clip},
+                      {"frames", cfg.frames},
+                      {"stride", cfg.stride},
+                      {"layers", args.layers},
+                      {"precision", evl::to_string(bopts.precision)},
+                      {"threads", args.threads},
+                      {"batch_size", args.batch_size},
+                      {"pipeline_s", summary.seconds},
+                      {"backbone_load_s", load_s},
+                      {"pipeline_views_per_s", e2e},
+                      {"pipeline_views_per_s_excl_load", e2e_steady},
+                      {"backbone_s", backbone_s},
+                      {"backbone_views_per_s", alone},
+                      {"decode_s", decode_s},
+                      {"decode_views_per_s", decode_rate},
+                      {"ratio", e2e_steady / alone},
+                      {"ratio_incl_load", e2e / alone},
+                      {"frames_decoded", summary.frames_decoded},
+                      {"bytes_written", summary.bytes_written},
+                      {"bytes_per_clip_view", static_cast<double>(summary.bytes_written) / views},
+                      {"peak_rss_mib", pipeline_rss},
+                      {"peak_rss_end_mib", peak_rss_mib()}};
+  std::cout << "BENCH_JSON " << j.dump() << std::endl;
+  return 0;
+} catch (const std::exception& e) {
+  std::cerr << "error: " << e.what() << "\n";
+  return 1;
+}
