@@ -145,7 +145,9 @@ def ratio(x):
 
 
 def pct(x):
-    return "–" if x is None else f"{100 * x:.0f}%"
+    if x is None:
+        return "–"
+    return f"{100 * x:.0f}%" if abs(x) >= 0.1 else f"{fmt(100 * x, 2)}%"
 
 
 def verdict(value, target, lower_is_better=False, as_percent=False):
@@ -263,7 +265,7 @@ def section_cache(d, j):
         d("Bytes per clip-view (ViT-B/16, 224, 8 frames, 4 layers), by storage mode and dtype:",
           "")
         d.table(["storage_dtype", "bytes", "MiB", "vs qk_fp32"],
-                [[k, f"{v:,}", fmt(v / 1048576), pct(v / bpc["qk_f32"]) if bpc.get("qk_f32")
+                [[k, f"{v:,}", fmt(v / 1048576), pct(v / bpc["qk_fp32"]) if bpc.get("qk_fp32")
                   else "–"] for k, v in bpc.items()])
     w = j.get("write", {})
     read = j.get("read", {})
@@ -362,7 +364,8 @@ def section_train(d, j):
 
 
 def section_ensemble(d, j):
-    d(f"{j.get('n')} videos × {j.get('k')} classes (Kinetics-400 validation size), weight step "
+    k400 = " (Kinetics-400 validation size)" if j.get("n") == 19787 else ""
+    d(f"{j.get('n')} videos × {j.get('k')} classes{k400}, weight step "
       f"{j.get('step')}, {j.get('cores')} cores. Baseline: the same exhaustive search in numpy "
       "(`tests/ensemble/ensemble_reference.py`), in the same run.", "")
     rows = []
