@@ -55,6 +55,10 @@ std::string av_error(int rc) {
 
 // Internal signal: timestamps are not trustworthy; switch to sequential mode.
 struct NeedSequential {};
+// Internal signal: a forward run lost frames (dropped, misordered, early end).
+struct RunFailed {
+  bool at_end;  // the stream ended before the target came out
+};
 
 // Cost of a seek in packets (demuxer seek + decoder flush + reorder refill).
 constexpr int64_t kSeekCostPackets = 4;
@@ -83,13 +87,21 @@ struct VideoReader::Impl {
   bool sequential = false;
   std::vector<int64_t> seq_out_to_idx;  // output position -> index, -1 if dropped
 
-  // Decoder state in pts mode.
-  int64_t next_dpos = -1;  // decode position of the next packet to read; -1: unknown
-  int64_t expect = -1;     // index the next accepted frame must have
-  bool awaiting_first = true;
+  // Decoder state in pts mode. After a seek to keyframe K only frames with
+  // index >= index(K) are trusted (earlier ones are open-GOP leading pictures),
+  // and trusted frames must come out as consecutive indices, else the
+  // timestamps are not usable and the reader switches to sequential mode.
+  bool positioned = false;  // the decoder continues a forward run
+  int64_t next_dpos = 0;    // decode position of the next packet to send
+  int64_t first_idx = 0;    // index of the keyframe the run started from
+  int64_t last_idx = -1;    // last trusted index output in this run
 
   void open() {
-    AVFormatContext* raw = nullptr;
+    // Generated pts as PyAV (the official loader) opens files: containers that
+    // store only dts (AVI with B-frames) then give every packet a pts.
+    AVFormatContext* raw = avformat_alloc_context();
+    if (!raw) throw VideoError(path, "out of memory");
+    raw->flags |= AVFMT_FLAG_GENPTS;
     int rc = avformat_open_input(&raw, path.c_str(), nullptr, nullptr);
     if (rc < 0) throw VideoError(path, "cannot open: " + av_error(rc));
     fmt.reset(raw);
@@ -173,6 +185,11 @@ struct VideoReader::Impl {
       for (size_t i = 1; i < order.size(); ++i)
         if (pkt_pts[order[i]] == pkt_pts[order[i - 1]]) trusted = false;
     }
+    // Containers without real presentation times (AVI) give pts == dts; with
+    // B-frames those pts are not the frames' presentation order.
+    bool pts_is_dts = true;
+    for (size_t i = 0; i < pkt_pts.size() && pts_is_dts; ++i) pts_is_dts = pkt_pts[i] == pkt_dts[i];
+    if (pts_is_dts && st->codecpar->video_delay > 0) trusted = false;
     if (!trusted || keys.empty() || keys.front() != 0) throw NeedSequential{};
     idx_dpos = order;
     for (size_t i = 0; i < order.size(); ++i) {
@@ -195,9 +212,7 @@ struct VideoReader::Impl {
     dec.reset();
     fmt.reset();
     open();
-    next_dpos = 0;
-    expect = 0;
-    awaiting_first = true;
+    positioned = false;
   }
 
   // Decodes every frame from the start, indexing as the official loader does.
@@ -221,64 +236,81 @@ struct VideoReader::Impl {
       idx_pts.push_back(p);
     }
     set_times(fmt->streams[stream]->time_base);
-    next_dpos = -1;
+    positioned = false;
   }
 
+  // RGB24 exactly as PyAV's to_ndarray('rgb24') (the official loader): a
+  // cached SWS_BILINEAR context with default colour details, into a frame
+  // allocated like av_image_alloc(align=16) (swscale's SIMD paths depend on
+  // alignment, so the destination layout changes rounding), rows then packed.
   torch::Tensor convert(const AVFrame* f) {
-    sws.reset(sws_getCachedContext(sws.release(), f->width, f->height,
-                                   static_cast<AVPixelFormat>(f->format), f->width, f->height,
-                                   AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr, nullptr));
-    if (!sws) throw VideoError(path, "cannot convert pixel format to RGB24");
     const AVCodecParameters* par = fmt->streams[stream]->codecpar;
     if (f->width != par->width || f->height != par->height)
       throw VideoError(path, str("frame size changes mid-stream: ", f->width, "x", f->height,
                                  " after ", par->width, "x", par->height));
-    // swscale's SIMD paths may write past the end of a line: lines are packed
-    // (as PyAV's frames are, so the same code path and rounding run) and the
-    // buffer has slack after the last line.
+    sws.reset(sws_getCachedContext(sws.release(), f->width, f->height,
+                                   static_cast<AVPixelFormat>(f->format), f->width, f->height,
+                                   AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr, nullptr));
+    if (!sws) throw VideoError(path, "cannot convert pixel format to RGB24");
     const int64_t row = 3 * int64_t{f->width};
-    auto buf = torch::empty({f->height * row + 4096}, torch::kUInt8);
+    const int64_t line = FFALIGN(3 * FFALIGN(int64_t{f->width}, 8), 16);
+    // Slack after the last line: SIMD stores may run past the end of a line.
+    auto buf = torch::empty({f->height * line + 64}, torch::kUInt8);
+    EVL_CHECK(reinterpret_cast<uintptr_t>(buf.data_ptr()) % 16 == 0, "unaligned RGB buffer");
     uint8_t* dst[4] = {buf.data_ptr<uint8_t>(), nullptr, nullptr, nullptr};
-    int dst_stride[4] = {static_cast<int>(row), 0, 0, 0};
+    int dst_stride[4] = {static_cast<int>(line), 0, 0, 0};
     sws_scale(sws.get(), f->data, f->linesize, 0, f->height, dst, dst_stride);
-    auto out = buf.narrow(0, 0, f->height * row).view({f->height, f->width, 3});
+    auto out = buf.narrow(0, 0, f->height * line).view({f->height, line}).narrow(1, 0, row);
+    out = out.reshape({f->height, f->width, 3});
     if (info.rotation == 0) return out.contiguous();
     return torch::rot90(out, -info.rotation / 90, {0, 1}).contiguous();
   }
 
-  // Seeks so that decoding restarts at keyframe position `key` or earlier.
+  // Starts a forward run at keyframe position `key` or an earlier keyframe.
+  // Leaves the first packet of the run in pkt (not yet sent).
   void seek_to(int64_t key) {
-    for (int64_t ts : {pkt_pts[key], pkt_dts[key]}) {
-      if (ts == AV_NOPTS_VALUE) continue;
-      if (av_seek_frame(fmt.get(), stream, ts, AVSEEK_FLAG_BACKWARD) < 0) continue;
-      avcodec_flush_buffers(dec.get());
-      if (!read_packet()) continue;
-      auto it = pts_to_idx.find(pkt->pts);
-      if (it == pts_to_idx.end()) continue;
-      int64_t landed = idx_dpos[it->second];
-      if (landed > key || !std::binary_search(keys.begin(), keys.end(), landed)) continue;
-      next_dpos = landed;
-      expect = it->second;
-      awaiting_first = true;
-      return;  // pkt holds the landed packet, not yet sent
+    if (key > 0 && opt.allow_seek) {
+      for (int64_t ts : {pkt_pts[key], pkt_dts[key]}) {
+        if (ts == AV_NOPTS_VALUE) continue;
+        if (av_seek_frame(fmt.get(), stream, ts, AVSEEK_FLAG_BACKWARD) < 0) continue;
+        avcodec_flush_buffers(dec.get());
+        if (!read_packet()) continue;
+        auto it = pts_to_idx.find(pkt->pts);
+        if (it == pts_to_idx.end()) continue;
+        int64_t landed = idx_dpos[it->second];
+        if (landed > key || pkt_pts[landed] > pkt_pts[key] ||
+            !std::binary_search(keys.begin(), keys.end(), landed))
+          continue;
+        start_run(landed, it->second);
+        return;
+      }
     }
     rewind();
-    if (!read_packet()) throw VideoError(path, "cannot read after rewinding");
+    if (!read_packet()) throw VideoError(path, "cannot read a packet after rewinding");
+    start_run(0, pts_to_idx.at(pkt_pts[0]));
   }
 
+  void start_run(int64_t dpos, int64_t idx) {
+    positioned = true;
+    next_dpos = dpos;
+    first_idx = idx;
+    last_idx = idx - 1;
+  }
+
+  // Handles one decoded frame of a forward run.
   void accept(const AVFrame* f, const std::vector<char>& wanted,
               std::unordered_map<int64_t, torch::Tensor>& got) {
     auto it = pts_to_idx.find(frame_pts(f));
     if (it == pts_to_idx.end()) throw NeedSequential{};
-    int64_t idx = it->second;
-    if (awaiting_first && idx < expect) return;  // leading picture of an open GOP
-    if (idx != expect) throw NeedSequential{};   // a dropped or reordered frame
-    awaiting_first = false;
-    expect = idx + 1;
+    const int64_t idx = it->second;
+    if (idx < first_idx) return;  // a leading picture of an open GOP: not decodable here
+    if (idx != last_idx + 1) throw RunFailed{false};  // dropped, repeated or misordered
+    last_idx = idx;
     if (wanted[idx] && !got.count(idx)) got.emplace(idx, convert(f));
   }
 
-  // The last keyframe from which target index t decodes correctly.
+  // The last keyframe (decode position) from which index t decodes: at or
+  // before t in decode order and not after it in presentation order.
   int64_t key_for(int64_t t) const {
     int64_t d = idx_dpos[t];
     auto it = std::upper_bound(keys.begin(), keys.end(), d);
@@ -301,36 +333,57 @@ struct VideoReader::Impl {
     throw FrameCountChanged(path, before, n);
   }
 
+  // Sorted unique targets: each is reached by continuing the current forward
+  // run or by seeking to its keyframe, whichever feeds fewer packets. A run
+  // that started after a seek and then misses frames (a decoder may drop
+  // frames after a flush, e.g. past an open-GOP keyframe) is retried from the
+  // keyframe before it, and finally from the start; only a run from the start
+  // proves a truncated tail or unusable timestamps.
   void read_pts_mode(const std::vector<int64_t>& targets, const std::vector<char>& wanted,
                      std::unordered_map<int64_t, torch::Tensor>& got) {
+    auto on = [&](const AVFrame* f) { accept(f, wanted, got); };
     for (int64_t t : targets) {
       if (got.count(t)) continue;
-      int64_t d = idx_dpos[t], key = key_for(t);
-      bool can_continue = next_dpos >= 0 && expect <= t;
-      int64_t cost_continue = can_continue ? std::max<int64_t>(0, d - next_dpos) : INT64_MAX;
-      int64_t cost_seek = d - key + kSeekCostPackets;
+      const int64_t d = idx_dpos[t];
+      int64_t key = opt.allow_seek ? key_for(t) : 0;
+      const bool can_continue = positioned && t > last_idx && t >= first_idx;
+      const int64_t cost_continue = can_continue ? std::max<int64_t>(0, d - next_dpos) : INT64_MAX;
       bool have_packet = false;
-      if (!can_continue || (opt.allow_seek && cost_seek < cost_continue)) {
-        if (opt.allow_seek) {
-          seek_to(key);
-        } else {
-          rewind();
-          if (!read_packet()) throw NeedSequential{};
-        }
+      if (!can_continue || d - key + kSeekCostPackets < cost_continue) {
+        seek_to(key);
         have_packet = true;
       }
-      auto on = [&](const AVFrame* f) { accept(f, wanted, got); };
-      while (!got.count(t)) {
-        if (!have_packet && !read_packet()) {
-          decode(nullptr, on);
-          next_dpos = -1;
-          if (got.count(t)) break;
-          if (awaiting_first) throw NeedSequential{};
-          truncate_to(expect);
+      for (;;) {
+        bool failed = false, at_end = false;
+        try {
+          if (t < first_idx) throw RunFailed{false};  // landed after the target
+          while (!got.count(t)) {
+            if (!have_packet && !read_packet()) {
+              decode(nullptr, on);  // drain; continuing needs a flush (a seek)
+              positioned = false;
+              if (got.count(t)) break;
+              throw RunFailed{true};
+            }
+            have_packet = false;
+            ++next_dpos;
+            decode(pkt.get(), on);
+          }
+        } catch (const RunFailed& e) {
+          failed = true;
+          at_end = e.at_end;
         }
-        have_packet = false;
-        decode(pkt.get(), on);
-        ++next_dpos;
+        if (!failed) break;
+        const int64_t run_start = idx_dpos[first_idx];
+        if (run_start == 0) {
+          if (!at_end || last_idx < first_idx) throw NeedSequential{};
+          truncate_to(last_idx + 1);  // a full run from the start ended early
+        }
+        auto it = std::lower_bound(keys.begin(), keys.end(), std::min(run_start, key));
+        key = it == keys.begin() ? 0 : *std::prev(it);
+        log::debug("video '", path, "': frames missing after a seek; retrying frame ", t,
+                   " from packet ", key);
+        seek_to(key);
+        have_packet = true;
       }
     }
   }
@@ -405,7 +458,6 @@ VideoReader::VideoReader(const std::string& path, const VideoReaderOptions& opti
     wanted[0] = 1;
     std::unordered_map<int64_t, torch::Tensor> got;
     m.read_pts_mode({0}, wanted, got);
-    if (m.awaiting_first) throw NeedSequential{};
   } catch (const NeedSequential&) {
     m.build_sequential_index();
   } catch (const FrameCountChanged&) {
@@ -447,7 +499,7 @@ std::vector<torch::Tensor> VideoReader::read_all_frames(const std::vector<int64_
     };
     while (m.read_packet()) m.decode(m.pkt.get(), on);
     m.decode(nullptr, on);
-    m.next_dpos = -1;
+    m.positioned = false;
     if (by_pts.empty()) throw VideoError(m.path, "no decodable video frames");
     return by_pts;
   };
@@ -471,8 +523,42 @@ std::vector<torch::Tensor> VideoReader::read_all_frames(const std::vector<int64_
 }
 
 int64_t count_decodable_frames(const std::string& path) {
-  VideoReader reader(path, VideoReaderOptions{});
-  return static_cast<int64_t>(reader.read_all_frames().size());
+  // Independent of VideoReader: plain demux + decode of every packet, frames
+  // keyed by pts as the official loader's dict.
+  AVFormatContext* raw = avformat_alloc_context();
+  raw->flags |= AVFMT_FLAG_GENPTS;  // as PyAV
+  if (avformat_open_input(&raw, path.c_str(), nullptr, nullptr) < 0)
+    throw VideoError(path, "cannot open");
+  FormatPtr fmt(raw);
+  if (avformat_find_stream_info(fmt.get(), nullptr) < 0)
+    throw VideoError(path, "cannot read stream info");
+  const AVCodec* codec = nullptr;
+  int stream = av_find_best_stream(fmt.get(), AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
+  if (stream < 0 || !codec) throw VideoError(path, "no video stream");
+  CodecPtr dec(avcodec_alloc_context3(codec));
+  avcodec_parameters_to_context(dec.get(), fmt->streams[stream]->codecpar);
+  if (avcodec_open2(dec.get(), codec, nullptr) < 0) throw VideoError(path, "cannot open decoder");
+  PacketPtr pkt(av_packet_alloc());
+  FramePtr frame(av_frame_alloc());
+  std::set<int64_t> pts;
+  int64_t out = 0;
+  auto drain = [&] {
+    while (avcodec_receive_frame(dec.get(), frame.get()) >= 0) {
+      pts.insert(frame->pts != AV_NOPTS_VALUE ? frame->pts : INT64_MIN + out);
+      ++out;
+      av_frame_unref(frame.get());
+    }
+  };
+  while (av_read_frame(fmt.get(), pkt.get()) >= 0) {
+    if (pkt->stream_index == stream && pkt->size > 0) {
+      avcodec_send_packet(dec.get(), pkt.get());
+      drain();
+    }
+    av_packet_unref(pkt.get());
+  }
+  avcodec_send_packet(dec.get(), nullptr);
+  drain();
+  return static_cast<int64_t>(pts.size());
 }
 
 }  // namespace evl
