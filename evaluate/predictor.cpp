@@ -1,0 +1,222 @@
+// evl_predict's work (see predictor.h): settings resolved from the checkpoint's
+// recorded cache, then decode -> views -> backbone -> head -> fused softmax.
+#include "evaluate/predictor.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <optional>
+#include <sstream>
+
+#include "common/check.h"
+#include "common/log.h"
+#include "extract/dataset_list.h"
+
+namespace fs = std::filesystem;
+
+namespace evl {
+
+namespace {
+
+// The value of `key` in the top (section-less) part of an INI text, or "".
+std::string top_level_value(const std::string& ini, const std::string& key) {
+  std::istringstream is(ini);
+  std::string line;
+  while (std::getline(is, line)) {
+    const auto b = line.find_first_not_of(" \t\r");
+    if (b == std::string::npos || line[b] == '#' || line[b] == ';') continue;
+    if (line[b] == '[') break;
+    const auto eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    auto trim = [](std::string s) {
+      const auto first = s.find_first_not_of(" \t\r"), last = s.find_last_not_of(" \t\r");
+      return first == std::string::npos ? std::string() : s.substr(first, last - first + 1);
+    };
+    if (trim(line.substr(0, eq)) == key) return trim(line.substr(eq + 1));
+  }
+  return "";
+}
+
+// The manifest of the cache a checkpoint was trained (or validated) on, when
+// its config names one that still exists. Test views come from the val cache.
+std::optional<std::pair<cache::Manifest, std::string>> recorded_manifest(const std::string& ini) {
+  for (const char* key : {"val-cache", "cache"}) {
+    const std::string dir = top_level_value(ini, key);
+    if (dir.empty() || !fs::is_regular_file(fs::path(dir) / "manifest.json")) continue;
+    try {
+      return std::make_pair(cache::Manifest::load(dir), dir);
+    } catch (const Error& e) {
+      log::warn("ignoring the recorded cache: ", e.what());
+    }
+  }
+  return std::nullopt;
+}
+
+Precision backbone_precision(const std::string& name, const torch::Device& device) {
+  if (name == "auto") return device.is_cuda() ? Precision::kFP16 : Precision::kFP32;
+  return parse_precision(name);
+}
+
+}  // namespace
+
+std::vector<std::pair<int64_t, float>> top_k(const std::vector<float>& p, int64_t k) {
+  std::vector<int64_t> idx(p.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int64_t>(i);
+  const auto kk = std::clamp<int64_t>(k, 1, static_cast<int64_t>(p.size()));
+  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) {
+    return p[static_cast<size_t>(a)] > p[static_cast<size_t>(b)];
+  });
+  std::vector<std::pair<int64_t, float>> out;
+  for (int64_t i = 0; i < kk; ++i)
+    out.emplace_back(idx[static_cast<size_t>(i)],
+                     p[static_cast<size_t>(idx[static_cast<size_t>(i)])]);
+  return out;
+}
+
+Predictor::Predictor(const PredictConfig& cfg) : cfg_(cfg), device_(cfg.device) {
+  EVL_CHECK_USAGE(!cfg.backbone.empty() && !cfg.checkpoint.empty(),
+                  "--backbone and --checkpoint are required");
+  EVL_CHECK_USAGE(cfg.topk >= 1, "--topk must be >= 1, got ", cfg.topk);
+  EVL_CHECK_USAGE(cfg.batch_size >= 1, "--batch-size must be >= 1, got ", cfg.batch_size);
+  EVL_CHECK_USAGE(cfg.sampling.empty() || cfg.sampling == "dense" || cfg.sampling == "tsn",
+                  "--sampling must be dense or tsn, got '", cfg.sampling, "'");
+  EVL_CHECK_USAGE(cfg.spatial_views == 0 || cfg.spatial_views == 1 || cfg.spatial_views == 3,
+                  "--spatial-views must be 1 or 3 (official crops), got ", cfg.spatial_views);
+  EVL_CHECK_USAGE(
+      cfg.frames >= 0 && cfg.stride >= 0 && cfg.temporal_views >= 0 && cfg.input_size >= 0,
+      "--frames, --stride, --temporal-views and --input-size must not be negative");
+  EVL_CHECK_USAGE(!device_.is_cuda() || torch::cuda::is_available(), "--device ", cfg.device,
+                  ": this LibTorch has no CUDA device available");
+  if (cfg.threads > 0) torch::set_num_threads(static_cast<int>(cfg.threads));
+
+  EVL_CHECK(fs::is_regular_file(cfg.backbone), "backbone '", cfg.backbone,
+            "' does not exist or is not a file");
+  BackboneOptions bopts;
+  bopts.device = device_;
+  bopts.precision = backbone_precision(cfg.precision, device_);
+
+  // Settings: flags, then the recorded cache's manifest, then the defaults.
+  // The input size must be known before the backbone is built; official
+  // checkpoints need the backbone's head count, so they may load twice.
+  head_ = load_inference_head(cfg.checkpoint, 0);
+  const auto rec = recorded_manifest(head_.config_ini);
+  source_ = rec ? str("the manifest of cache '", rec->second, "'") : "defaults";
+  bopts.input_size = cfg.input_size > 0 ? cfg.input_size : rec ? rec->first.backbone.input_size : 0;
+  backbone_ = load_backbone(cfg.backbone, bopts);
+  const VitArch& arch = backbone_.arch;
+  if (head_.official && head_.config.heads != arch.heads)  // official: decoder heads = backbone's
+    head_ = load_inference_head(cfg.checkpoint, arch.heads);
+  const HeadConfig& hc = head_.config;
+  if (rec && rec->first.backbone.hash != backbone_.file_hash)
+    log::warn("backbone '", cfg.backbone, "' differs from the one cache '", rec->second,
+              "' was extracted with (", rec->first.backbone.file, "); predictions will not match");
+
+  const cache::Manifest* m = rec ? &rec->first : nullptr;
+  SamplingConfig& s = sampling_;
+  s.frames = cfg.frames > 0 ? cfg.frames : hc.frames > 0 ? hc.frames : m ? m->frames : 8;
+  const std::string sampling = !cfg.sampling.empty() ? cfg.sampling : m ? m->sampling : "dense";
+  s.tsn = sampling == "tsn";
+  s.stride = cfg.stride > 0 ? cfg.stride : (m && m->stride > 0) ? m->stride : 16;
+  s.temporal_views = cfg.temporal_views > 0 ? cfg.temporal_views : m ? m->temporal_views : 1;
+  s.spatial_views = cfg.spatial_views > 0 ? cfg.spatial_views : m ? m->spatial_views : 1;
+  s.input_size = backbone_.model->input_size();
+  if (m && m->mean.size() == 3 && m->std.size() == 3)
+    for (int c = 0; c < 3; ++c) {
+      s.mean[static_cast<size_t>(c)] = m->mean[static_cast<size_t>(c)];
+      s.std[static_cast<size_t>(c)] = m->std[static_cast<size_t>(c)];
+    }
+  if (!cfg.layers.empty())
+    blocks_ = resolve_blocks(cfg.layers, arch.depth);
+  else if (m)
+    blocks_ = m->layers;
+  else
+    blocks_ = resolve_blocks(str("last", hc.decoder_layers), arch.depth);
+
+  const std::string where = str("checkpoint '", cfg.checkpoint, "' does not fit backbone '",
+                                cfg.backbone, "' and the chosen views: ");
+  EVL_CHECK(hc.width == arch.width, where, "width: the backbone has ", arch.width,
+            " channels, the head expects ", hc.width);
+  const int64_t grid = s.input_size / arch.patch;
+  EVL_CHECK(hc.grid <= 0 || hc.grid == grid, where, "grid: ", s.input_size, " px input gives ",
+            grid, "x", grid, " patches, the head expects ", hc.grid, "x", hc.grid,
+            " (set --input-size ", hc.grid * arch.patch, ")");
+  EVL_CHECK(hc.frames <= 0 || hc.frames == s.frames, where, "frames: --frames ", s.frames,
+            ", the head was trained on ", hc.frames);
+  EVL_CHECK(hc.decoder_layers <= static_cast<int64_t>(blocks_.size()), where,
+            "decoder layers: --layers gives ", blocks_.size(), " blocks, the head has ",
+            hc.decoder_layers);
+  blocks_.erase(blocks_.begin(), blocks_.end() - hc.decoder_layers);  // the last M
+
+  if (!cfg.labels.empty()) {
+    names_ = read_label_names(cfg.labels);
+    EVL_CHECK(static_cast<int64_t>(names_.size()) == hc.num_classes, "label names '", cfg.labels,
+              "' list ", names_.size(), " classes, checkpoint '", cfg.checkpoint, "' has ",
+              hc.num_classes);
+  }
+  head_.head->to(device_);
+  head_.head->eval();
+}
+
+std::string Predictor::describe() const {
+  std::ostringstream os;
+  os << sampling_.frames << " frames "
+     << (sampling_.tsn ? "tsn" : str("x stride ", sampling_.stride)) << ", "
+     << sampling_.spatial_views << " spatial x " << sampling_.temporal_views << " temporal views, "
+     << sampling_.input_size << " px, blocks";
+  for (const auto b : blocks_) os << ' ' << b;
+  os << " (settings from " << source_ << ")";
+  return os.str();
+}
+
+VideoPrediction Predictor::predict(const std::string& video) {
+  ClipEntry entry;
+  entry.path = video;
+  const auto views = load_clip_views(video, entry, sampling_, 0);  // throws VideoError
+  EVL_CHECK(!views.empty(), "video '", video, "': no views");
+  torch::InferenceMode guard;
+  const int64_t v = static_cast<int64_t>(views.size()), t = sampling_.frames;
+  std::vector<torch::Tensor> pixels;
+  for (const auto& cv : views) pixels.push_back(cv.pixels);
+  const auto images = torch::cat(pixels, 0);  // (V*T, 3, S, S)
+  const size_t m = blocks_.size();
+  std::vector<std::vector<torch::Tensor>> xs(m), qs(m), ks(m);
+  const int64_t chunk = cfg_.batch_size * t;
+  for (int64_t r = 0; r < images.size(0); r += chunk) {
+    auto part = backbone_.model->forward(
+        images.narrow(0, r, std::min(chunk, images.size(0) - r)).to(device_), blocks_);
+    for (size_t i = 0; i < m; ++i) {
+      xs[i].push_back(part.layers[i].x);
+      qs[i].push_back(part.layers[i].q);
+      ks[i].push_back(part.layers[i].k);
+    }
+  }
+  std::vector<torch::Tensor> x, q, k;  // M x (V, T, L, C)
+  for (size_t i = 0; i < m; ++i) {
+    auto as_views = [&](const std::vector<torch::Tensor>& parts) {
+      auto all = torch::cat(parts, 0);
+      return all.view({v, t, all.size(1), all.size(2)}).to(torch::kFloat);
+    };
+    x.push_back(as_views(xs[i]));
+    q.push_back(as_views(qs[i]));
+    k.push_back(as_views(ks[i]));
+  }
+  const auto logits = head_.head->forward(x, q, k);  // (V, K)
+  const auto fused = fuse_views(logits, FuseMode::kProbabilities);
+  VideoPrediction out;
+  out.video = video;
+  out.views = v;
+  out.probabilities.assign(fused.data_ptr<float>(), fused.data_ptr<float>() + fused.numel());
+  return out;
+}
+
+nlohmann::json prediction_to_json(const VideoPrediction& p, int64_t k,
+                                  const std::vector<std::string>& names) {
+  nlohmann::json top = nlohmann::json::array();
+  for (const auto& [cls, prob] : top_k(p.probabilities, k)) {
+    nlohmann::json e = {{"class", cls}, {"probability", prob}};
+    if (!names.empty()) e["name"] = names[static_cast<size_t>(cls)];
+    top.push_back(e);
+  }
+  return {{"video", p.video}, {"views", p.views}, {"top", top}};
+}
+
+}  // namespace evl
