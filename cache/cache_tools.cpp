@@ -3,6 +3,7 @@
 // export_h5.cpp. Every check names the shard and key it is about.
 #include "cache/cache_tools.h"
 
+#include <algorithm>
 #include <ctime>
 #include <filesystem>
 #include <map>
@@ -183,11 +184,43 @@ VerifyReport verify_cache(const std::string& dir, const std::function<void(int64
   return report;
 }
 
+namespace {
+
+// An input of merge: a cache directory with manifest.json, or the output of one
+// task of a sharded evl_extract job (a directory holding its shard and the
+// shard's own `<shard>.manifest.json`, joined into manifest.json only once every
+// shard of the job is in the same directory).
+Manifest load_merge_input(const std::string& dir) {
+  if (fs::exists(fs::path(dir) / "manifest.json")) return Manifest::load(dir);
+  std::vector<fs::path> partials;
+  if (fs::is_directory(dir))
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind("features-", 0) == 0 && name.size() > 14 &&
+          name.compare(name.size() - 14, 14, ".manifest.json") == 0)
+        partials.push_back(e.path());
+    }
+  EVL_CHECK(!partials.empty(), "cache '", dir,
+            "': no manifest.json and no shard manifests (not an evl cache?)");
+  std::sort(partials.begin(), partials.end());
+  Manifest joined =
+      Manifest::from_json(detail::read_file(partials[0].string()), partials[0].string());
+  joined.shards.clear();
+  for (const auto& p : partials) {
+    const Manifest m = Manifest::from_json(detail::read_file(p.string()), p.string());
+    check_matches(joined, m, p.string());
+    joined.shards.insert(joined.shards.end(), m.shards.begin(), m.shards.end());
+  }
+  return joined;
+}
+
+}  // namespace
+
 void merge_caches(const std::string& out_dir, const std::vector<std::string>& inputs) {
   EVL_CHECK_USAGE(!inputs.empty(), "merge: no input caches given");
   EVL_CHECK(!fs::exists(out_dir) || fs::is_empty(out_dir), "merge: output '", out_dir,
             "' exists and is not empty");
-  const Manifest first = Manifest::load(inputs[0]);
+  const Manifest first = load_merge_input(inputs[0]);
   const std::vector<std::string> all_fields = {"format_version",
                                                "backbone.hash",
                                                "backbone.width",
@@ -215,7 +248,7 @@ void merge_caches(const std::string& out_dir, const std::vector<std::string>& in
   std::map<std::string, std::string> seen;  // key -> "<input>/<shard>"
   std::string weights_bytes;
   for (const auto& in : inputs) {
-    manifests.push_back(Manifest::load(in));
+    manifests.push_back(load_merge_input(in));
     check_matches(first, manifests.back(), "merge: cache '" + in + "'", all_fields);
     if (first.storage == StorageMode::kCompact) {
       const std::string bytes = detail::read_file((fs::path(in) / "qk_weights.evl").string());

@@ -312,3 +312,20 @@ TEST_F(ExtractTest, SigtermCommitsFinishedWorkAndExitsWithStatus4) {
   evl::cache::CacheReader r(out.string());
   EXPECT_EQ(r.size(), 12 * 9);
 }
+
+TEST_F(ExtractTest, ShardsInSeparateDirectoriesMergeIntoTheUnshardedCache) {
+  const fs::path whole = root_ / "whole2", parts = root_ / "parts", merged = root_ / "merged";
+  ASSERT_EQ(extract(whole, "--temporal-views 2"), 0);
+  std::string inputs;
+  fs::create_directories(parts);
+  for (int i = 0; i < 4; ++i) {
+    const fs::path part = parts / ("part-" + std::to_string(i));
+    ASSERT_EQ(
+        extract(part, "--temporal-views 2 --shard-index " + std::to_string(i) + " --num-shards 4"),
+        0);
+    inputs += " " + part.string();
+  }
+  ASSERT_EQ(sh(kCacheTool + " merge " + merged.string() + inputs + " >/dev/null"), 0);
+  EXPECT_EQ(sh(kCacheTool + " verify " + merged.string() + " >/dev/null"), 0);
+  EXPECT_TRUE(all_records(whole) == all_records(merged));
+}
