@@ -57,7 +57,8 @@ std::string av_error(int rc) {
 struct NeedSequential {};
 // Internal signal: a forward run lost frames (dropped, misordered, early end).
 struct RunFailed {
-  bool at_end;  // the stream ended before the target came out
+  bool at_end;      // the stream ended before the target came out
+  const char* why;  // for the debug log
 };
 
 // Cost of a seek in packets (demuxer seek + decoder flush + reorder refill).
@@ -92,9 +93,14 @@ struct VideoReader::Impl {
   // and trusted frames must come out as consecutive indices, else the
   // timestamps are not usable and the reader switches to sequential mode.
   bool positioned = false;  // the decoder continues a forward run
-  int64_t next_dpos = 0;    // decode position of the next packet to send
-  int64_t first_idx = 0;    // index of the keyframe the run started from
-  int64_t last_idx = -1;    // last trusted index output in this run
+  // Packets of unwanted frames are decoded with AVDISCARD_NONREF: frames no
+  // other frame references are skipped (they change no other frame's pixels),
+  // so trusted output indices only increase. Any anomaly turns this off for
+  // the reader's lifetime and the run is retried decoding every frame.
+  bool skip_nonref = true;
+  int64_t next_dpos = 0;  // decode position of the next packet to send
+  int64_t first_idx = 0;  // index of the keyframe the run started from
+  int64_t last_idx = -1;  // last trusted index output in this run
 
   void open() {
     // Generated pts as PyAV (the official loader) opens files: containers that
@@ -304,7 +310,10 @@ struct VideoReader::Impl {
     if (it == pts_to_idx.end()) throw NeedSequential{};
     const int64_t idx = it->second;
     if (idx < first_idx) return;  // a leading picture of an open GOP: not decodable here
-    if (idx != last_idx + 1) throw RunFailed{false};  // dropped, repeated or misordered
+    if (idx <= last_idx) throw RunFailed{false, "repeated or misordered frame"};
+    if (!skip_nonref && idx != last_idx + 1) throw RunFailed{false, "a frame was dropped"};
+    for (int64_t i = last_idx + 1; i < idx; ++i)
+      if (wanted[i] && !got.count(i)) throw RunFailed{false, "a wanted frame was lost"};
     last_idx = idx;
     if (wanted[idx] && !got.count(idx)) got.emplace(idx, convert(f));
   }
@@ -346,7 +355,9 @@ struct VideoReader::Impl {
       if (got.count(t)) continue;
       const int64_t d = idx_dpos[t];
       int64_t key = opt.allow_seek ? key_for(t) : 0;
-      const bool can_continue = positioned && t > last_idx && t >= first_idx;
+      // With skipping on, t's packet must not have been sent (it may have been skipped).
+      const bool can_continue =
+          positioned && t > last_idx && t >= first_idx && (!skip_nonref || d >= next_dpos);
       const int64_t cost_continue = can_continue ? std::max<int64_t>(0, d - next_dpos) : INT64_MAX;
       bool have_packet = false;
       if (!can_continue || d - key + kSeekCostPackets < cost_continue) {
@@ -355,22 +366,38 @@ struct VideoReader::Impl {
       }
       for (;;) {
         bool failed = false, at_end = false;
+        const char* why = "";
         try {
-          if (t < first_idx) throw RunFailed{false};  // landed after the target
+          if (t < first_idx) throw RunFailed{false, "landed after the target"};
           while (!got.count(t)) {
             if (!have_packet && !read_packet()) {
               decode(nullptr, on);  // drain; continuing needs a flush (a seek)
               positioned = false;
               if (got.count(t)) break;
-              throw RunFailed{true};
+              throw RunFailed{true, "the stream ended"};
             }
             have_packet = false;
             ++next_dpos;
+            if (skip_nonref) {
+              auto it = pts_to_idx.find(pkt->pts);
+              const bool need = it == pts_to_idx.end() || wanted[it->second];
+              dec->skip_frame = need ? AVDISCARD_DEFAULT : AVDISCARD_NONREF;
+            }
             decode(pkt.get(), on);
           }
         } catch (const RunFailed& e) {
           failed = true;
           at_end = e.at_end;
+          why = e.why;
+        }
+        if (failed && skip_nonref) {
+          log::debug("video '", path, "': ", why, "; retrying frame ", t,
+                     " without skipping frames");
+          skip_nonref = false;
+          dec->skip_frame = AVDISCARD_DEFAULT;
+          seek_to(key);
+          have_packet = true;
+          continue;
         }
         if (!failed) break;
         const int64_t run_start = idx_dpos[first_idx];
@@ -380,7 +407,7 @@ struct VideoReader::Impl {
         }
         auto it = std::lower_bound(keys.begin(), keys.end(), std::min(run_start, key));
         key = it == keys.begin() ? 0 : *std::prev(it);
-        log::debug("video '", path, "': frames missing after a seek; retrying frame ", t,
+        log::debug("video '", path, "': ", why, " after a seek; retrying frame ", t,
                    " from packet ", key);
         seek_to(key);
         have_packet = true;
