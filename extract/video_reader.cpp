@@ -351,13 +351,15 @@ struct VideoReader::Impl {
   void read_pts_mode(const std::vector<int64_t>& targets, const std::vector<char>& wanted,
                      std::unordered_map<int64_t, torch::Tensor>& got) {
     auto on = [&](const AVFrame* f) { accept(f, wanted, got); };
+    const int64_t call_start = positioned ? next_dpos : 0;
     for (int64_t t : targets) {
       if (got.count(t)) continue;
       const int64_t d = idx_dpos[t];
       int64_t key = opt.allow_seek ? key_for(t) : 0;
-      // With skipping on, t's packet must not have been sent (it may have been skipped).
+      // With skipping on, t's packet must have been sent during this call (as
+      // a wanted frame) or not yet: an earlier call may have skipped it.
       const bool can_continue =
-          positioned && t > last_idx && t >= first_idx && (!skip_nonref || d >= next_dpos);
+          positioned && t > last_idx && t >= first_idx && (!skip_nonref || d >= call_start);
       const int64_t cost_continue = can_continue ? std::max<int64_t>(0, d - next_dpos) : INT64_MAX;
       bool have_packet = false;
       if (!can_continue || d - key + kSeekCostPackets < cost_continue) {
