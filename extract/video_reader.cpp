@@ -1,9 +1,11 @@
 // VideoReader: a demux-only scan builds the presentation-order index from packet
-// timestamps; reads then seek or decode through by packet cost, and every
-// decoded frame is checked against the index (consecutive presentation ranks).
-// Streams whose timestamps cannot be trusted (missing or repeated pts, frames
-// the decoder drops) fall back to decoding from the start, indexed the way the
-// official loader does: a dict keyed by frame pts, sorted.
+// timestamps (sorted pts = presentation order); reads then seek to a known
+// keyframe or decode through by packet cost, map every output frame to its
+// index by pts, and check that indices only increase and no wanted frame is
+// lost. A run that goes wrong after a seek is retried without frame skipping,
+// then from earlier keyframes; only a run from the start proves a truncated
+// tail. Streams whose timestamps cannot be trusted (missing or repeated pts)
+// decode from the start, indexed as the official loader: dict keyed by pts.
 #include "extract/video_reader.h"
 
 extern "C" {

@@ -1,8 +1,11 @@
 // Frame-exact video decoding with FFmpeg (libavformat/libavcodec/libswscale).
 // A frame's index is its rank in presentation order (the official loader sorts
-// decoded frames by pts). Sparse reads seek to a keyframe or decode through,
-// whichever costs fewer packets, and return exactly the pixels a full
-// sequential decode gives. Does not resample, crop or normalise (views.h).
+// decoded frames by pts; files are opened with genpts as PyAV does). Sparse
+// reads seek to a keyframe or decode through, whichever costs fewer packets,
+// skip non-reference frames nobody asked for, and return exactly the pixels a
+// full sequential decode gives. Pixel reference: PyAV's to_ndarray('rgb24')
+// (same swscale flags and destination alignment). Does not resample, crop or
+// normalise (views.h).
 #pragma once
 
 #include <cstdint>
