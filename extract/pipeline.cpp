@@ -374,18 +374,18 @@ ExtractSummary run_extraction(const ExtractConfig& cfg, const std::atomic<bool>*
     for (auto& w : batch) {
       if (!w->error.empty()) continue;
       for (size_t v = 0; v < w->views.size(); ++v, row += t) {
-        std::vector<torch::Tensor> xs, qs, ks;
+        std::vector<torch::Tensor> view_x, view_q, view_k;
         for (size_t i = 0; i < out.layers.size(); ++i) {
           const auto& lf = out.layers[i];
-          xs.push_back(lf.x.narrow(0, row, t));
+          view_x.push_back(lf.x.narrow(0, row, t));
           if (storage == cache::StorageMode::kQK) {  // compact: Q/K are recomputed later
-            qs.push_back(lf.q.narrow(0, row, t));
-            ks.push_back(lf.k.narrow(0, row, t));
+            view_q.push_back(lf.q.narrow(0, row, t));
+            view_k.push_back(lf.k.narrow(0, row, t));
           }
         }
-        w->x.push_back(std::move(xs));
-        w->q.push_back(std::move(qs));
-        w->k.push_back(std::move(ks));
+        w->x.push_back(std::move(view_x));
+        w->q.push_back(std::move(view_q));
+        w->k.push_back(std::move(view_k));
       }
     }
   };
