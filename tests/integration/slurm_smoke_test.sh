@@ -25,7 +25,11 @@ fi
 started_here=0
 if ! "$slurm/local_cluster.sh" status >/dev/null 2>&1; then
   started_here=1
-  "$slurm/local_cluster.sh" start || skip "scripts/slurm/local_cluster.sh start failed (see above)"
+  # A half-started cluster (stale pid files, a daemon left from a killed run)
+  # gets one clean stop-and-start before the test gives up.
+  "$slurm/local_cluster.sh" start ||
+    { "$slurm/local_cluster.sh" stop || true; sleep 2; "$slurm/local_cluster.sh" start; } ||
+    skip "scripts/slurm/local_cluster.sh start failed twice (see above)"
 fi
 work=$(mktemp -d /tmp/evl-slurm-test.XXXXXX)
 cleanup() {
