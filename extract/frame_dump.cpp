@@ -1,5 +1,6 @@
 // PNG dumps of views through libavcodec's PNG encoder (frame_dump.h).
 #include "extract/frame_dump.h"
+#include "extract/ffmpeg_handles.h"
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -13,17 +14,8 @@ extern "C" {
 #include "common/check.h"
 
 namespace evl {
-namespace {
-struct CodecCloser {
-  void operator()(AVCodecContext* c) const { avcodec_free_context(&c); }
-};
-struct FrameFree {
-  void operator()(AVFrame* f) const { av_frame_free(&f); }
-};
-struct PacketFree {
-  void operator()(AVPacket* p) const { av_packet_free(&p); }
-};
-}  // namespace
+
+using namespace ffmpeg;  // the RAII deleters of ffmpeg_handles.h
 
 void write_png(const torch::Tensor& rgb_in, const std::string& path) {
   TORCH_CHECK(rgb_in.dim() == 3 && rgb_in.size(2) == 3 && rgb_in.scalar_type() == torch::kUInt8,

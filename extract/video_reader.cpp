@@ -7,6 +7,7 @@
 // tail. Streams whose timestamps cannot be trusted (missing or repeated pts)
 // decode from the start, indexed as the official loader: dict keyed by pts.
 #include "extract/video_reader.h"
+#include "extract/ffmpeg_handles.h"
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -28,21 +29,8 @@ extern "C" {
 namespace evl {
 namespace {
 
-struct FormatCloser {
-  void operator()(AVFormatContext* c) const { avformat_close_input(&c); }
-};
-struct CodecCloser {
-  void operator()(AVCodecContext* c) const { avcodec_free_context(&c); }
-};
-struct FrameFree {
-  void operator()(AVFrame* f) const { av_frame_free(&f); }
-};
-struct PacketFree {
-  void operator()(AVPacket* p) const { av_packet_free(&p); }
-};
-struct SwsFree {
-  void operator()(SwsContext* s) const { sws_freeContext(s); }
-};
+using namespace ffmpeg;  // the RAII deleters of ffmpeg_handles.h
+
 using FormatPtr = std::unique_ptr<AVFormatContext, FormatCloser>;
 using CodecPtr = std::unique_ptr<AVCodecContext, CodecCloser>;
 using FramePtr = std::unique_ptr<AVFrame, FrameFree>;
