@@ -8,7 +8,9 @@
 # --after takes a job id or a file holding one (as written by --jobid-file); a
 #   job Slurm no longer knows (finished and purged, or a file that does not
 #   exist) adds no dependency, so a rerun after a finished stage submits just
-#   the missing stages. All dependencies are afterok.
+#   the missing stages. A job Slurm still knows is always a dependency, also
+#   when it has already ended: Slurm then starts the dependant if it completed
+#   and cancels it if it failed. All dependencies are afterok.
 # --array N submits TEMPLATE as an array of N tasks (0..N-1).
 # --jobid-file FILE writes the job id there; if FILE names a job still in the
 #   queue, nothing is submitted and that id is printed (rerunning is safe).
@@ -37,6 +39,9 @@ template=$1
 shift
 
 in_queue() { [ -n "$(squeue -h -j "$1" -o %i 2>/dev/null | head -n1)" ]; }
+# Pending, running, or ended but not yet purged (MinJobAge). squeue alone would
+# miss a dependency that failed before this submission and let the dependant run.
+known_job() { in_queue "$1" || scontrol -o show job "$1" 2>/dev/null | grep -q "JobId="; }
 
 if [ -n "$jobid_file" ] && [ -s "$jobid_file" ] && [ "$dry" = 0 ]; then
   old=$(cat "$jobid_file")
@@ -55,7 +60,7 @@ for a in "${after[@]}"; do
     [ -s "$a" ] || continue
     id=$(cat "$a")
   fi
-  if [ "$dry" = 1 ] || in_queue "$id"; then deps+=("$id"); fi
+  if [ "$dry" = 1 ] || known_job "$id"; then deps+=("$id"); fi
 done
 
 cmd=(sbatch --parsable)

@@ -3,7 +3,8 @@
 #  1. scripts/slurm/local_cluster.sh start (installs slurm-wlm + munge when root and missing);
 #     exit 77 (CTest: skipped) with the reason only when Slurm cannot start here.
 #  2. submit_stage.sh: a 4-task array job writing one file per task + an afterok join job;
-#     checks every task's output and the joined file; a failing job's afterok dependant never runs.
+#     checks every task's output and the joined file; a failing job's afterok dependant never runs,
+#     also when submitted after the failure.
 #  3. submit_pipeline.sh with recording stand-ins for the evl tools (EVL_BIN): checks that
 #     the array tasks got --shard-index i --num-shards 4 and their own --out part, and that
 #     merge -> train -> eval ran in dependency order with the expected arguments.
@@ -69,6 +70,12 @@ done
 expected=$(printf 'task %d of 4\n' 0 1 2 3)
 [ "$(cat "$work/smoke/joined" 2>/dev/null)" = "$expected" ] || fail "joined file is '$(cat "$work/smoke/joined" 2>/dev/null)'"
 [ ! -e "$work/smoke/never" ] || fail "a job ran although its afterok dependency failed"
+# The failing job has left the queue by now: a dependant submitted after it ended must
+# still never run (submit_stage.sh keeps dependencies Slurm remembers, not only queued ones).
+late=$("$slurm/submit_stage.sh" --name smoke-late --after "$bad" --log-dir "$work/logs" \
+  "$slurm/run.sbatch" touch "$work/smoke/late")
+wait_jobs "$late"
+[ ! -e "$work/smoke/late" ] || fail "a job ran although its afterok dependency had already failed"
 echo "array + afterok join: OK"
 
 # ---- 3. submit_pipeline.sh with recording stand-ins for the tools
