@@ -1,4 +1,4 @@
-// Implements the shared CLI pattern (cli.h): parsing with --config/--help/--version,
+// Implements the shared CLI pattern (cli.h): parsing with --config/--help/--version/--print-config,
 // exception-to-exit-code mapping, and dumping the resolved config as INI.
 #include "common/cli.h"
 
@@ -21,7 +21,10 @@ bool parse(const Tool& tool, int argc, const char* const argv[],
   po::options_description generic("general");
   generic.add_options()("help,h", "print this help and exit")(
       "version", "print the version and exit")("config", po::value(&config_path),
-                                               "read options from an INI file (flags override it)");
+                                               "read options from an INI file (flags override it)")(
+      "print-config",
+      "dry run: parse the flags and --config like a real run, print the resolved options as INI "
+      "and exit");
   po::options_description all;
   all.add(generic).add(options);
 
@@ -54,6 +57,12 @@ bool parse(const Tool& tool, int argc, const char* const argv[],
     po::notify(vm);
   } catch (const po::error& e) {
     throw UsageError(str(e.what(), " (see ", tool.name, " --help)"));
+  }
+  // After notify, so a bad key or value in the file fails here exactly as in a
+  // real run; what is printed is what the run would use (defaults included).
+  if (vm.count("print-config")) {
+    std::cout << to_ini(vm) << std::flush;
+    return false;
   }
   return true;
 }
@@ -112,7 +121,9 @@ bool format_value(const boost::any& v, std::string& out) {
 std::string to_ini(const po::variables_map& vm) {
   std::map<std::string, std::map<std::string, std::string>> sections;
   for (const auto& [name, value] : vm) {
-    if (name == "help" || name == "version" || name == "config" || value.empty()) continue;
+    if (name == "help" || name == "version" || name == "config" || name == "print-config" ||
+        value.empty())
+      continue;
     std::string text;
     if (!format_value(value.value(), text)) continue;
     const auto dot = name.rfind('.');

@@ -1,8 +1,10 @@
 // The command-line pattern every evl tool follows (DESIGN.md, "Command line"):
 // a typed config struct per stage holds the defaults; Boost.Program_options binds
 // its fields; `--config FILE.ini` supplies values (command-line flags win);
-// `--help` and `--version` print to stdout and exit 0; usage errors exit 2 and
-// runtime errors exit 1, each printed as `error: <what>` on stderr.
+// `--help` and `--version` print to stdout and exit 0; `--print-config` is a dry
+// run: it parses the flags and the config file exactly like a real run, prints
+// the resolved configuration (to_ini) and exits 0 without running; usage errors
+// exit 2 and runtime errors exit 1, each printed as `error: <what>` on stderr.
 //
 // Typical main:
 //   evl::ExtractConfig cfg;                     // in-class defaults
@@ -34,11 +36,12 @@ struct Tool {
   std::string usage;     // e.g. "evl_extract --list FILE --backbone FILE --out DIR [options]"
 };
 
-// Parses argv against `options` plus the standard --help, --version and
-// --config FILE (an INI file with the same option names; dotted names map to
-// sections, `[train] lr = 4e-4` == `--train.lr 4e-4`). Command-line values win
-// over the file's. Calls po::notify, so bound config fields are filled.
-// Returns false when the tool should exit 0 right away (help/version printed).
+// Parses argv against `options` plus the standard --help, --version,
+// --print-config and --config FILE (an INI file with the same option names;
+// dotted names map to sections, `[train] lr = 4e-4` == `--train.lr 4e-4`).
+// Command-line values win over the file's. Calls po::notify, so bound config
+// fields are filled. Returns false when the tool should exit 0 right away
+// (help, version or the resolved configuration printed on stdout).
 // Throws evl::UsageError for unknown or malformed options and unreadable configs.
 bool parse(const Tool& tool, int argc, const char* const argv[],
            const po::options_description& options, po::variables_map& vm,

@@ -1,5 +1,5 @@
-// Tests the shared CLI pattern: config-file values, flag precedence, help and
-// version, usage errors and their exit codes, and the resolved-config dump.
+// Tests the shared CLI pattern: config-file values, flag precedence, help,
+// version and --print-config, usage errors and their exit codes, and the resolved-config dump.
 #include "common/cli.h"
 
 #include <gtest/gtest.h>
@@ -118,6 +118,62 @@ TEST(Cli, RunMapsExceptionsToExitCodes) {
   EXPECT_EQ(evl::cli::run(kTool, []() -> int { throw evl::UsageError("bad"); }), 2);
   EXPECT_EQ(evl::cli::run(kTool, []() -> int { throw evl::Error("broken"); }), 1);
   EXPECT_EQ(evl::cli::run(kTool, []() -> int { throw std::runtime_error("x"); }), 1);
+}
+
+TEST(Cli, PrintConfigPrintsTheResolvedOptionsAndStops) {
+  const auto ini = write_temp("evl_cli_print.ini", "frames = 16\n[train]\nlr = 0.001\n");
+  const std::string cfg_path = ini.string();
+  DemoConfig cfg;
+  po::variables_map vm;
+  testing::internal::CaptureStdout();
+  const bool go_on =
+      parse({"--config", cfg_path.c_str(), "--name", "cli", "--print-config"}, cfg, vm);
+  const std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_FALSE(go_on);  // the tool exits 0 without running
+  // File values, flag values and defaults, as INI; the dry-run flag itself is not an option.
+  EXPECT_NE(out.find("frames = 16\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("name = cli\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("flag = false\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("[train]\nlr = 0.001\n"), std::string::npos) << out;
+  EXPECT_EQ(out.find("print-config"), std::string::npos) << out;
+  EXPECT_EQ(out.find("config ="), std::string::npos) << out;
+  fs::remove(ini);
+}
+
+TEST(Cli, PrintConfigWithABadKeyExitsTwoNamingTheFile) {
+  // A dry run checks the file like a real run: an unknown key is a usage error
+  // (exit 2, `error: config file '<path>': ...` on stderr) and nothing is printed.
+  const auto ini = write_temp("evl_cli_print_bad.ini", "frames = 16\nframez = 3\n");
+  const std::string cfg_path = ini.string();
+  testing::internal::CaptureStdout();
+  testing::internal::CaptureStderr();
+  const int code = evl::cli::run(kTool, [&] {
+    DemoConfig cfg;
+    po::variables_map vm;
+    if (!parse({"--print-config", "--config", cfg_path.c_str()}, cfg, vm)) return 0;
+    return 42;  // would be the real run
+  });
+  const std::string out = testing::internal::GetCapturedStdout();
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(code, evl::cli::kExitUsage);
+  EXPECT_EQ(err.rfind("error: config file '" + cfg_path + "'", 0), 0u) << err;
+  EXPECT_NE(err.find("framez"), std::string::npos) << err;
+  EXPECT_TRUE(out.empty()) << out;
+
+  // A malformed value is a usage error too.
+  const auto ini2 = write_temp("evl_cli_print_badvalue.ini", "frames = eight\n");
+  const std::string cfg_path2 = ini2.string();
+  testing::internal::CaptureStderr();
+  const int code2 = evl::cli::run(kTool, [&] {
+    DemoConfig cfg;
+    po::variables_map vm;
+    return parse({"--print-config", "--config", cfg_path2.c_str()}, cfg, vm) ? 42 : 0;
+  });
+  const std::string err2 = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(code2, evl::cli::kExitUsage);
+  EXPECT_NE(err2.find("evl_cli_print_badvalue.ini"), std::string::npos) << err2;
+  fs::remove(ini);
+  fs::remove(ini2);
 }
 
 TEST(Check, MessagesConcatenatePieces) {

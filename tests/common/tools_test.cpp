@@ -1,6 +1,8 @@
 // The command-line contract of every evl executable in bin/ (DESIGN.md,
 // "Command line"): --help and --version print to stdout and exit 0; an unknown
-// flag exits 2 with `error: ...` on stderr and nothing on stdout.
+// flag exits 2 with `error: ...` on stderr and nothing on stdout; --print-config
+// prints the resolved options and exits 0, and with a config file holding an
+// unknown key exits 2 naming the file.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -74,5 +76,20 @@ TEST(Tools, EveryToolHonoursHelpVersionAndBadFlags) {
     EXPECT_EQ(bad.code, 2) << bad.out << bad.err;
     EXPECT_EQ(bad.err.rfind("error: ", 0), 0u) << bad.err;
     EXPECT_TRUE(bad.out.empty()) << bad.out;
+
+    // A dry run needs none of the tool's inputs: it only resolves the options.
+    const Result dry = run(exe.string(), "--print-config");
+    EXPECT_EQ(dry.code, 0) << dry.err;
+    EXPECT_EQ(dry.out.rfind("# resolved configuration", 0), 0u) << dry.out;
+    EXPECT_NE(dry.out.find(" = "), std::string::npos) << dry.out;
+
+    const fs::path bad_ini = fs::temp_directory_path() / "evl_tools_test_bad.ini";
+    std::ofstream(bad_ini) << "definitely-not-a-key = 1\n";
+    const Result dry_bad = run(exe.string(), "--print-config --config '" + bad_ini.string() + "'");
+    EXPECT_EQ(dry_bad.code, 2) << dry_bad.out << dry_bad.err;
+    EXPECT_EQ(dry_bad.err.rfind("error: config file '" + bad_ini.string() + "'", 0), 0u)
+        << dry_bad.err;
+    EXPECT_TRUE(dry_bad.out.empty()) << dry_bad.out;
+    fs::remove(bad_ini);
   }
 }
