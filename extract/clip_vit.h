@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -29,9 +30,9 @@ struct BackboneOutput {
   torch::Tensor embedding;            // (N, E) ln_post(CLS) @ proj, only when requested
 };
 
-// kFP32: everything fp32. kFP16 (CUDA): fp16 weights and GEMMs, LayerNorm, softmax inputs'
-// reductions and the residual stream in fp32. kBF16 (CPU with avx512_bf16): bf16 weights,
-// converted once at load, bf16 GEMMs, LayerNorm and the residual stream in fp32.
+// kFP32: everything fp32. kFP16 (CUDA) / kBF16 (CPU with avx512_bf16): GEMM operands
+// (weights, converted once at load, and activations) in fp16/bf16; LayerNorm, softmax, the
+// MLP activation, the biases after the attention and the residual stream in fp32.
 enum class Precision { kFP32, kFP16, kBF16 };
 std::string to_string(Precision p);               // "fp32" | "fp16" | "bf16"
 Precision parse_precision(const std::string& s);  // throws UsageError
@@ -75,11 +76,25 @@ class ClipVisionImpl : public torch::nn::Cloneable<ClipVisionImpl> {
   int64_t input_size() const { return input_size_; }
 
  private:
+  // Weights in the GEMM dtype; LayerNorm parameters, out_proj/c_fc/c_proj biases fp32.
+  // c_fc_bias holds activation_scale * bias (1.702 for QuickGELU; see run_block).
   struct Block {
     torch::Tensor ln_1_weight, ln_1_bias, in_proj_weight, in_proj_bias, out_proj_weight,
         out_proj_bias, ln_2_weight, ln_2_bias, c_fc_weight, c_fc_bias, c_proj_weight, c_proj_bias;
   };
+  // Updates the fp32 residual stream x (N, L, C) in place and returns it.
   torch::Tensor run_block(const Block& b, const torch::Tensor& x, LayerFeatures* keep) const;
+
+  // Intermediates of run_block, allocated on first use and reused while the batch shape
+  // stays the same: on the 2-vCPU VMs this runs on, touching freshly mapped memory for
+  // every multi-MB temporary costs as much as the GEMMs. Part of why forward is not
+  // thread-safe on one instance; clone() starts with an empty one.
+  struct Workspace {
+    std::map<std::string, torch::Tensor> buffers;
+    torch::Tensor get(const std::string& name, std::vector<int64_t> shape,
+                      const torch::TensorOptions& opt);
+  };
+  mutable Workspace ws_;
 
   VitArch arch_;
   BackboneOptions options_;

@@ -10,9 +10,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "extract/clip_vit.h"
 
@@ -71,6 +73,33 @@ double gemm_gflops(torch::ScalarType dt, int64_t M, int64_t K, int64_t N, int64_
        b = torch::randn({N}).to(dt);
   double t = median_seconds(2, iters, [&] { torch::addmm(b, a, w.t()); });
   return 2.0 * M * N * K / t / 1e9;
+}
+
+// The GEMMs of one full forward alone, at the model's shapes and in its dtype, on
+// workspace-style preallocated outputs (what ClipVisionImpl::run_block calls: 4 mm/addmm
+// per block plus the two attention bmm's, and the patch-embedding mm): the time the
+// forward would take if every elementwise pass, softmax, LayerNorm and copy were free.
+double gemm_seconds_per_forward(torch::ScalarType dt, const evl::VitArch& a, int64_t batch,
+                                int64_t iters) {
+  torch::InferenceMode guard;
+  const int64_t C = a.width, L = a.tokens(), NL = batch * L, H = a.heads, D = C / H,
+                G2 = a.grid * a.grid, P2 = a.patch * a.patch;
+  auto r = [&](std::vector<int64_t> shape) { return torch::randn(shape).to(dt); };
+  auto h = r({NL, C}), wqkv = r({3 * C, C}), bqkv = r({3 * C}), qkv = r({NL, 3 * C}),
+       wo = r({C, C}), y = r({NL, C}), wfc = r({4 * C, C}), m = r({NL, 4 * C}), wp = r({C, 4 * C}),
+       q = r({batch * H, L, D}), att = r({batch * H, L, L}), mix = r({batch * H, L, D}),
+       patches = r({batch * G2, 3 * P2}), wpe = r({C, 3 * P2}), tok = r({batch * G2, C});
+  auto block = [&] {
+    torch::addmm_out(qkv, bqkv, h, wqkv.t());
+    torch::baddbmm_out(att, att, q, q.transpose(1, 2), 0, 0.125);
+    torch::bmm_out(mix, att, q);
+    torch::mm_out(y, h, wo.t());
+    torch::mm_out(m, h, wfc.t());
+    torch::mm_out(y, m, wp.t());
+  };
+  const double tb = median_seconds(1, iters, block);
+  const double tp = median_seconds(1, iters, [&] { torch::mm_out(tok, patches, wpe.t()); });
+  return a.depth * tb + tp;
 }
 
 }  // namespace
@@ -176,6 +205,10 @@ int main(int argc, char** argv) {
   const double g32 = gemm_gflops(torch::kFloat, M, arch.width, 4 * arch.width, args.quick ? 2 : 10);
   const double g16 =
       gemm_gflops(torch::kBFloat16, M, arch.width, 4 * arch.width, args.quick ? 2 : 10);
+  const int64_t gi = args.quick ? 1 : 5;
+  std::map<std::string, double> gemm_s = {
+      {"fp32", gemm_seconds_per_forward(torch::kFloat, arch, args.batch, gi)},
+      {"bf16", gemm_seconds_per_forward(torch::kBFloat16, arch, args.batch, gi)}};
 
   auto line = [&](const std::string& who, const std::string& mode, double t) {
     const double ips = args.batch / t;
@@ -200,9 +233,15 @@ int main(int argc, char** argv) {
     std::printf("evl fp32 / python fp32 = %.2fx; evl best / python best (%s) = %.2fx\n",
                 pyj["fp32"].get<double>() / evl_t["fp32"], py_best_mode.c_str(),
                 py_best / evl_best);
+  for (const auto& [mode, tg] : gemm_s)
+    std::printf(
+        "evl %s: its GEMMs alone take %.3f s of the %.3f s forward (%.0f%%) at %.1f GFLOP/s; "
+        "the rest (LayerNorm, softmax, activation, bias/residual adds, layout copies) %.3f s\n",
+        mode.c_str(), tg, evl_t[mode], 100 * tg / evl_t[mode], 2 * args.batch * gmac / tg,
+        evl_t[mode] - tg);
   std::printf("bf16 vs fp32 features (last-4 X/Q/K): max|diff|/max|fp32| = %.2e\n", max_rel);
   std::printf("peak RSS: evl %.0f MiB (both models loaded), python %.0f MiB\n", evl_rss,
-              pyj.value("peak_rss_mib", 0.0));
+              pyj.is_object() ? pyj.value("peak_rss_mib", 0.0) : 0.0);
   nlohmann::json j = {{"batch", args.batch},
                       {"threads", args.threads},
                       {"gmac_per_image", gmac},
@@ -210,6 +249,7 @@ int main(int argc, char** argv) {
                       {"python_s_per_batch", pyj},
                       {"gemm_gflops_fp32", g32},
                       {"gemm_gflops_bf16", g16},
+                      {"gemm_s_per_batch", gemm_s},
                       {"evl_best_gflops", best_flops},
                       {"evl_best_fraction_of_bf16_gemm", best_flops / g16},
                       {"speedup_best_vs_python_best", py_best > 0 ? py_best / evl_best : 0},

@@ -124,6 +124,29 @@ TEST(ClipVit, Bf16StaysWithinOnePercentOfReference) {
   }
 }
 
+// forward reuses internal buffers across blocks and calls: what it returned earlier must
+// not change when it runs again (same or another batch size), and a smaller batch after a
+// larger one must still be exact.
+TEST(ClipVit, ReturnedFeaturesSurviveLaterCallsAndBatchChanges) {
+  for (auto prec : {Precision::kFP32, Precision::kBF16}) {
+    BackboneOptions opt;
+    opt.precision = prec;
+    auto bb = load_backbone(kDir + "tiny_clip_openai.pt", opt);
+    auto ref = load_ref();
+    const double tol = prec == Precision::kFP32 ? 1e-5 : 2e-2;
+    auto first = bb.model->forward(ref["images"], {0, 1, 2});
+    auto again = bb.model->forward(ref["images"] * 0.5, {0, 1, 2});  // same shape
+    auto one = bb.model->forward(ref["images"].narrow(0, 0, 1), {0, 1, 2});
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_LE(rel_err(first.layers[i].x, ref[str("x.", i)]), tol) << to_string(prec) << i;
+      EXPECT_LE(rel_err(first.layers[i].q, ref[str("q.", i)]), tol) << to_string(prec) << i;
+      EXPECT_LE(rel_err(first.layers[i].k, ref[str("k.", i)]), tol) << to_string(prec) << i;
+      EXPECT_LE(rel_err(one.layers[i].x, ref[str("x.", i)].narrow(0, 0, 1)), tol);
+      EXPECT_GT(rel_err(again.layers[i].x, ref[str("x.", i)]), 1e-3);  // really other input
+    }
+  }
+}
+
 TEST(ClipVit, CloneGivesAnIndependentEqualModel) {
   auto bb = load_backbone(kDir + "tiny_clip_openai.pt");
   auto copy = std::dynamic_pointer_cast<ClipVisionImpl>(bb.model->clone());
