@@ -119,9 +119,19 @@ FeatureBatch FeatureConverter::convert(const std::vector<cache::Record>& records
   return batch;
 }
 
+namespace {
+std::vector<EpochSampler::Clip> sampler_clips(const cache::CacheReader& reader) {
+  std::vector<EpochSampler::Clip> out;
+  for (const auto& c : reader.clips()) out.push_back({c.clip_index, c.records});
+  return out;
+}
+}  // namespace
+
 CachedDataset::CachedDataset(const std::string& cache_dir, int64_t decoder_layers)
-    : reader_(std::make_unique<cache::CacheReader>(cache_dir)),
-      converter_(reader_->manifest(), cache_dir, decoder_layers) {
+    : dir_(cache_dir),
+      reader_(std::make_unique<cache::CacheReader>(cache_dir)),
+      converter_(reader_->manifest(), cache_dir, decoder_layers),
+      sampler_(sampler_clips(*reader_)) {
   EVL_CHECK(reader_->size() > 0, "cache '", cache_dir, "' holds no records");
 }
 
@@ -141,9 +151,14 @@ FeatureBatch CachedDataset::load(const std::vector<int64_t>& records) const {
   return batch;
 }
 
-std::vector<int64_t> CachedDataset::train_batch(uint64_t seed, int64_t step, int64_t batch) const {
-  const auto& clips = reader_->clips();
-  const auto n = static_cast<int64_t>(clips.size());
+EpochSampler::EpochSampler(std::vector<Clip> clips) : clips_(std::move(clips)) {
+  for (const auto& c : clips_)
+    EVL_CHECK(!c.items.empty(), "clip ", c.clip_index, " has no views to sample");
+}
+
+std::vector<int64_t> EpochSampler::batch(uint64_t seed, int64_t step, int64_t batch) const {
+  const auto n = static_cast<int64_t>(clips_.size());
+  EVL_CHECK(n > 0, "no clips to sample from");
   std::vector<int64_t> out;
   for (int64_t pos = step * batch; pos < (step + 1) * batch; ++pos) {
     const int64_t epoch = pos / n;
@@ -156,10 +171,10 @@ std::vector<int64_t> CachedDataset::train_batch(uint64_t seed, int64_t step, int
                   epoch_perm_[splitmix(s) % static_cast<uint64_t>(i + 1)]);
       cached_epoch_ = epoch;
     }
-    const auto& clip = clips[static_cast<size_t>(epoch_perm_[static_cast<size_t>(pos % n)])];
+    const auto& clip = clips_[static_cast<size_t>(epoch_perm_[static_cast<size_t>(pos % n)])];
     uint64_t s = seed ^ (static_cast<uint64_t>(epoch) * 0x9e3779b97f4a7c15ULL) ^
                  (static_cast<uint64_t>(clip.clip_index) * 0xc2b2ae3d27d4eb4fULL);
-    out.push_back(clip.records[splitmix(s) % clip.records.size()]);
+    out.push_back(clip.items[splitmix(s) % clip.items.size()]);
   }
   return out;
 }

@@ -46,35 +46,75 @@ class FeatureConverter {
   std::vector<std::array<torch::Tensor, 6>> qk_;
 };
 
-// A cache opened for training or evaluation.
-class CachedDataset {
+// The official step-based sampler, over clips: epoch e is a permutation of the
+// clips drawn from (seed, e); the stream of epochs is cut into batches of
+// `batch` clips, so step s takes positions [s*batch, (s+1)*batch). Each clip
+// contributes one of its items (views), drawn afresh from (seed, e, clip).
+// Pure function of (seed, step, batch) and the clip list: resuming is exact.
+class EpochSampler {
+ public:
+  struct Clip {
+    int64_t clip_index = 0;      // identity of the clip (mixes into the view draw)
+    std::vector<int64_t> items;  // its views, as item ids of the source
+  };
+  explicit EpochSampler(std::vector<Clip> clips);
+  std::vector<int64_t> batch(uint64_t seed, int64_t step, int64_t batch) const;
+  int64_t num_clips() const { return static_cast<int64_t>(clips_.size()); }
+
+ private:
+  std::vector<Clip> clips_;
+  mutable int64_t cached_epoch_ = -1;  // one epoch's permutation, kept between steps
+  mutable std::vector<int64_t> epoch_perm_;
+};
+
+// Where the training loop gets decoder inputs: a feature cache (CachedDataset)
+// or the online path (decode + frozen backbone per batch, train/online_dataset.h).
+// Items are views of clips, numbered 0..size()-1.
+class FeatureSource {
+ public:
+  virtual ~FeatureSource() = default;
+  // Provenance (backbone, layers, frames, sampling, views) the head is built for.
+  virtual const cache::Manifest& manifest() const = 0;
+  virtual int64_t layers() const = 0;     // decoder layers M in every batch
+  virtual int64_t size() const = 0;       // items (clip views)
+  virtual int64_t max_label() const = 0;  // -1 if nothing is labelled
+  virtual std::string where() const = 0;  // for messages, e.g. "cache 'DIR'"
+  // Training items of optimiser step `step` (EpochSampler over the clips).
+  virtual std::vector<int64_t> train_batch(uint64_t seed, int64_t step, int64_t batch) const = 0;
+  // Items -> one batch (float32, CPU).
+  virtual FeatureBatch load(const std::vector<int64_t>& items) const = 0;
+  // Feature bytes read from storage so far (0 for sources without storage).
+  virtual uint64_t bytes_read() const = 0;
+};
+
+// A cache opened for training or evaluation. Items are the cache's records.
+class CachedDataset : public FeatureSource {
  public:
   CachedDataset(const std::string& cache_dir, int64_t decoder_layers);
 
-  const cache::Manifest& manifest() const { return reader_->manifest(); }
+  const cache::Manifest& manifest() const override { return reader_->manifest(); }
+  int64_t layers() const override { return converter_.layers(); }
+  int64_t size() const override { return reader_->size(); }
+  int64_t max_label() const override;
+  std::string where() const override { return "cache '" + dir_ + "'"; }
   const cache::CacheReader& reader() const { return *reader_; }
   const FeatureConverter& converter() const { return converter_; }
-  int64_t num_clips() const { return static_cast<int64_t>(reader_->clips().size()); }
-  int64_t max_label() const;  // -1 if no record is labelled
+  int64_t num_clips() const { return sampler_.num_clips(); }
 
   // Loads records (indices into reader().keys()) into one batch.
-  FeatureBatch load(const std::vector<int64_t>& records) const;
-  // Bytes of feature arrays read so far (for throughput figures).
-  uint64_t bytes_read() const { return bytes_read_; }
-
-  // The official step-based sampler, over clips: epoch e is a permutation of
-  // the clips drawn from (seed, e); the stream of epochs is cut into batches of
-  // `batch` clips, so step s takes positions [s*batch, (s+1)*batch). Each clip
-  // contributes one of its cached views, drawn afresh from (seed, e, clip).
-  // Pure function of its arguments: resuming at any step is exact.
-  std::vector<int64_t> train_batch(uint64_t seed, int64_t step, int64_t batch) const;
+  FeatureBatch load(const std::vector<int64_t>& records) const override;
+  uint64_t bytes_read() const override { return bytes_read_; }
+  // Each clip contributes one of its cached views.
+  std::vector<int64_t> train_batch(uint64_t seed, int64_t step, int64_t batch) const override {
+    return sampler_.batch(seed, step, batch);
+  }
 
  private:
+  std::string dir_;
   std::unique_ptr<cache::CacheReader> reader_;
   FeatureConverter converter_;
+  EpochSampler sampler_;
   mutable uint64_t bytes_read_ = 0;
-  mutable int64_t cached_epoch_ = -1;
-  mutable std::vector<int64_t> epoch_perm_;
 };
 
 }  // namespace evl

@@ -110,7 +110,7 @@ LoadedHead load_head_checkpoint(const std::string& path, int64_t heads_hint) {
 
 void save_training_checkpoint(const std::string& path, const EvlHead& head,
                               torch::optim::AdamW& optimizer, int64_t next_step,
-                              const std::string& config_ini) {
+                              const std::string& config_ini, const GradScaler* scaler) {
   c10::Dict<std::string, torch::Tensor> model;
   c10::impl::GenericDict states(c10::StringType::get(), c10::AnyType::get());
   for (const auto& [name, p] : head_state(head)) {
@@ -138,6 +138,12 @@ void save_training_checkpoint(const std::string& path, const EvlHead& head,
   root.insert("optimizer", opt);
   root.insert("next_step", next_step);
   root.insert("config", config_ini);
+  if (scaler && scaler->enabled()) {
+    c10::impl::GenericDict ls(c10::StringType::get(), c10::AnyType::get());
+    ls.insert("scale", scaler->current_scale());
+    ls.insert("growth_tracker", scaler->growth_tracker());
+    root.insert("loss_scaler", ls);
+  }
   const auto bytes = torch::pickle_save(c10::IValue(root));
   const std::string tmp = path + ".tmp";
   {
@@ -151,7 +157,7 @@ void save_training_checkpoint(const std::string& path, const EvlHead& head,
 }
 
 int64_t load_training_checkpoint(const std::string& path, EvlHead& head,
-                                 torch::optim::AdamW& optimizer) {
+                                 torch::optim::AdamW& optimizer, GradScaler* scaler) {
   const auto root = read_torch_file(path);
   EVL_CHECK(root.isGenericDict(), "checkpoint '", path, "' does not hold a dict");
   auto dict = root.toGenericDict();
@@ -175,6 +181,10 @@ int64_t load_training_checkpoint(const std::string& path, EvlHead& head,
     EVL_CHECK(st->exp_avg().sizes() == p.sizes(), "checkpoint '", path, "': optimizer state of '",
               name, "' has the wrong shape");
     optimizer.state()[c10::guts::to_string(p.unsafeGetTensorImpl())] = std::move(st);
+  }
+  if (scaler && scaler->enabled() && has_key(dict, "loss_scaler")) {
+    auto ls = dict.at("loss_scaler").toGenericDict();
+    scaler->load_state(ls.at("scale").toDouble(), ls.at("growth_tracker").toInt());
   }
   return dict.at("next_step").toInt();
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "train/head.h"
+#include "train/mixed_precision.h"
 #include "train/train_config.h"
 
 namespace evl {
@@ -42,16 +43,18 @@ struct LoadedHead {
 // config when present, else inferred from shapes). For evl_eval/evl_predict.
 LoadedHead load_head_checkpoint(const std::string& path, int64_t heads_hint = 0);
 
-// Training state beside the parameters: AdamW moments per parameter name.
+// Training state beside the parameters: AdamW moments per parameter name and,
+// with an enabled scaler, 'loss_scaler': {'scale', 'growth_tracker'}.
 // Writes atomically (temp file + rename).
 void save_training_checkpoint(const std::string& path, const EvlHead& head,
                               torch::optim::AdamW& optimizer, int64_t next_step,
-                              const std::string& config_ini);
+                              const std::string& config_ini, const GradScaler* scaler = nullptr);
 
-// Restores parameters and AdamW state from an evl checkpoint written by
+// Restores parameters, AdamW state and (when both the file and `scaler` have
+// one) the loss scale from an evl checkpoint written by
 // save_training_checkpoint into an existing head/optimizer of the same shape.
 // Returns next_step. Throws evl::Error naming the file on any mismatch.
 int64_t load_training_checkpoint(const std::string& path, EvlHead& head,
-                                 torch::optim::AdamW& optimizer);
+                                 torch::optim::AdamW& optimizer, GradScaler* scaler = nullptr);
 
 }  // namespace evl

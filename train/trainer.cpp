@@ -15,6 +15,7 @@
 #include "common/progress.h"
 #include "train/checkpoint.h"
 #include "train/lr_schedule.h"
+#include "train/mixed_precision.h"
 
 namespace fs = std::filesystem;
 
@@ -66,12 +67,12 @@ HeadConfig head_config_for(const TrainConfig& cfg, const cache::Manifest& manife
   return h;
 }
 
-EvalResult evaluate(EvlHead& head, const CachedDataset& data, int64_t batch,
+EvalResult evaluate(EvlHead& head, const FeatureSource& data, int64_t batch,
                     const torch::Device& device) {
   torch::NoGradGuard no_grad;
   head->eval();
   std::map<int64_t, std::pair<torch::Tensor, int64_t>> per_clip;  // clip -> (sum of softmax, label)
-  const int64_t n = data.reader().size();
+  const int64_t n = data.size();
   for (int64_t start = 0; start < n; start += batch) {
     std::vector<int64_t> idx;
     for (int64_t i = start; i < std::min(n, start + batch); ++i) idx.push_back(i);
@@ -102,35 +103,69 @@ EvalResult evaluate(EvlHead& head, const CachedDataset& data, int64_t batch,
   return out;
 }
 
+namespace {
+
+// The final classifier (proj.2 = Linear after LayerNorm and Dropout): not
+// scaled by --init-lr-scale, and re-initialised by --init when the class count differs.
+bool is_classifier(const std::string& name) { return name.rfind("proj.2.", 0) == 0; }
+
+// --init: parameters from an evl or official checkpoint. A classifier of
+// another class count (fine-tuning UCF-101 from a Kinetics-400 head) keeps
+// this run's fresh initialisation; every other parameter must fit exactly.
+void init_from_checkpoint(EvlHead& head, const std::string& path) {
+  auto state = read_state_dict(path);
+  const auto own = head_state(head);
+  for (auto& [name, t] : state) {
+    if (!is_classifier(name)) continue;
+    for (const auto& [own_name, p] : own)
+      if (own_name == name && p.sizes() != t.sizes()) {
+        log::info("--init '", path, "': '", name, "' has shape ", t.sizes(), ", this head ",
+                  p.sizes(), ": the classifier is trained from scratch");
+        t = p.detach().to(torch::kCPU).clone();
+      }
+  }
+  load_head_state(head, state, path);
+}
+
+}  // namespace
+
 TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini) {
   EVL_CHECK_USAGE(!cfg.cache.empty() && !cfg.out.empty(), "--cache and --out are required");
+  CachedDataset train(cfg.cache, cfg.decoder_layers);
+  std::unique_ptr<CachedDataset> val;
+  if (!cfg.val_cache.empty()) val = std::make_unique<CachedDataset>(cfg.val_cache, train.layers());
+  return train_head(cfg, config_ini, train, val.get());
+}
+
+TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
+                        const FeatureSource& train, const FeatureSource* val) {
+  EVL_CHECK_USAGE(!cfg.out.empty(), "--out is required");
   EVL_CHECK_USAGE(cfg.steps > 0 && cfg.batch_size > 0 && cfg.batch_split > 0 &&
                       cfg.batch_size % cfg.batch_split == 0,
                   "--batch-size (", cfg.batch_size,
                   ") must be a positive multiple of --batch-split (", cfg.batch_split,
                   ") and --steps positive");
   EVL_CHECK_USAGE(!(cfg.resume && !cfg.init.empty()), "--resume and --init cannot be combined");
+  EVL_CHECK_USAGE(cfg.init_lr_scale > 0, "--init-lr-scale must be positive");
   if (cfg.threads > 0) torch::set_num_threads(static_cast<int>(cfg.threads));
   const torch::Device device(cfg.device);
   EVL_CHECK_USAGE(!device.is_cuda() || torch::cuda::is_available(), "--device ", cfg.device,
                   ": this LibTorch has no CUDA device available");
-  EVL_CHECK_USAGE(cfg.precision == "auto" || cfg.precision == "fp32", "--precision ", cfg.precision,
-                  ": only fp32 is implemented");
+  const auto precision = resolve_train_precision(cfg.precision, device);
 
-  CachedDataset train(cfg.cache, cfg.decoder_layers);
   const auto& manifest = train.manifest();
-  const int64_t layers = train.converter().layers();
+  const int64_t layers = train.layers();
   const int64_t max_label = train.max_label();
   const int64_t classes = cfg.num_classes > 0 ? cfg.num_classes : max_label + 1;
-  EVL_CHECK(classes > 0, "cache '", cfg.cache,
-            "' has no labels; pass --num-classes or extract with labels");
-  EVL_CHECK(max_label < classes, "cache '", cfg.cache, "' has label ", max_label,
+  EVL_CHECK(classes > 0, train.where(),
+            " has no labels; pass --num-classes or extract with labels");
+  EVL_CHECK(max_label < classes, train.where(), " has label ", max_label,
             " but --num-classes is ", classes);
-  std::unique_ptr<CachedDataset> val;
-  if (!cfg.val_cache.empty()) {
-    val = std::make_unique<CachedDataset>(cfg.val_cache, layers);
+  if (val) {
+    EVL_CHECK(val->layers() == layers, "validation ", val->where(), " gives ", val->layers(),
+              " decoder layers, training gives ", layers);
     cache::check_matches(
-        manifest, val->manifest(), "validation cache '" + cfg.val_cache + "'",
+        manifest, val->manifest(), "validation " + val->where(),
         {"backbone.hash", "backbone.width", "backbone.heads", "backbone.patch", "backbone.grid",
          "backbone.input_size", "layers", "frames", "stride", "sampling", "mean", "std"});
   }
@@ -139,8 +174,20 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini) {
   torch::manual_seed(step_seed(cfg.seed, -1));  // initial weights are a function of --seed
   EvlHead head(head_cfg);
   head->to(device);
-  torch::optim::AdamW opt(head->parameters(),
-                          torch::optim::AdamWOptions(cfg.lr).weight_decay(cfg.weight_decay));
+  // Param groups: [0] everything scaled by --init-lr-scale (1: the plain
+  // recipe), [1] the classifier at the base LR and weight decay.
+  std::vector<torch::Tensor> body, classifier;
+  for (const auto& item : head->named_parameters(true))
+    (is_classifier(item.key()) ? classifier : body).push_back(item.value());
+  const double scale = cfg.init_lr_scale;
+  torch::optim::AdamW opt(
+      std::vector<torch::optim::OptimizerParamGroup>{
+          {body, std::make_unique<torch::optim::AdamWOptions>(
+                     torch::optim::AdamWOptions(cfg.lr * scale).weight_decay(cfg.weight_decay * scale))},
+          {classifier, std::make_unique<torch::optim::AdamWOptions>(
+                           torch::optim::AdamWOptions(cfg.lr).weight_decay(cfg.weight_decay))}},
+      torch::optim::AdamWOptions(cfg.lr).weight_decay(cfg.weight_decay));
+  GradScaler scaler(precision == TrainPrecision::kFp16);
 
   const fs::path out(cfg.out), last = out / "last.pth";
   fs::create_directories(out);
@@ -148,7 +195,7 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini) {
   std::string last_good;
   if (cfg.resume) {
     EVL_CHECK_USAGE(fs::exists(last), "--resume: '", last.string(), "' does not exist");
-    start = load_training_checkpoint(last.string(), head, opt);
+    start = load_training_checkpoint(last.string(), head, opt, &scaler);
     last_good = last.string();
     log::info("resuming '", cfg.out, "' at step ", start);
   } else {
@@ -156,7 +203,7 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini) {
         !fs::exists(last), "run directory '", cfg.out,
         "' already holds last.pth: pass --resume to continue it, or choose another --out");
     if (!cfg.init.empty()) {
-      load_head_state(head, read_state_dict(cfg.init), cfg.init);
+      init_from_checkpoint(head, cfg.init);
       log::info("initialised from '", cfg.init, "'");
     }
   }
@@ -170,8 +217,9 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini) {
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t step = start; step < cfg.steps; ++step) {
     const double lr = lr_at_step(cfg.lr, step, cfg.steps, cfg.warmup_steps);
-    for (auto& group : opt.param_groups())
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    auto& groups = opt.param_groups();
+    static_cast<torch::optim::AdamWOptions&>(groups[0].options()).lr(lr * scale);
+    static_cast<torch::optim::AdamWOptions&>(groups[1].options()).lr(lr);
     torch::manual_seed(step_seed(cfg.seed, step));
     head->train();
     opt.zero_grad();
@@ -180,18 +228,25 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini) {
     for (int64_t s = 0; s < cfg.batch_split; ++s) {
       auto b = train.load(
           std::vector<int64_t>(indices.begin() + s * micro, indices.begin() + (s + 1) * micro));
-      EVL_CHECK(b.labels.min().item<int64_t>() >= 0, "cache '", cfg.cache,
-                "': a training record has no label");
+      EVL_CHECK(b.labels.min().item<int64_t>() >= 0, train.where(),
+                ": a training item has no label");
       to_device(b, device);
-      auto loss = torch::cross_entropy_loss(head->forward(b.x, b.q, b.k), b.labels) /
+      torch::Tensor logits;
+      {
+        AutocastGuard autocast(precision, device);
+        logits = head->forward(b.x, b.q, b.k);
+      }
+      auto loss = torch::cross_entropy_loss(logits.to(torch::kFloat), b.labels) /
                   double(cfg.batch_split);
-      loss.backward();
+      scaler.scale(loss).backward();
       loss_sum += loss.item<double>();
     }
     EVL_CHECK(std::isfinite(loss_sum), "non-finite loss (", loss_sum, ") at step ", step,
               "; training stopped. Last good checkpoint: ",
               last_good.empty() ? std::string("none (nothing saved yet)") : last_good);
-    opt.step();
+    if (!scaler.step(opt))
+      log::info("step ", step, ": gradient overflow at loss scale ", scaler.current_scale() * 2,
+                ", step skipped");
     const int64_t done = step + 1;
     summary.last_loss = loss_sum;
     const double secs =
@@ -219,7 +274,7 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini) {
     if (write_line) metrics << line.dump() << "\n" << std::flush;
     if (final_step || (cfg.save_every > 0 && done % cfg.save_every == 0)) {
       const auto path = out / ("checkpoint-" + std::to_string(done) + ".pth");
-      save_training_checkpoint(path.string(), head, opt, done, full_ini);
+      save_training_checkpoint(path.string(), head, opt, done, full_ini, &scaler);
       const auto tmp = out / "last.pth.tmp";
       fs::copy_file(path, tmp, fs::copy_options::overwrite_existing);
       fs::rename(tmp, last);

@@ -3,7 +3,8 @@
 // batches, periodic evaluation and checkpoints, metrics.jsonl, progress, and
 // exact resume on CPU (the sampler and dropout RNG are functions of
 // (seed, step), so nothing but parameters and AdamW moments need saving).
-// Not done here: CUDA mixed precision with gradient scaling (fp32 on CUDA).
+// Mixed precision: train/mixed_precision.h (fp16 autocast + loss scaling on
+// CUDA as the official recipe; optional bf16 autocast on CPU).
 #pragma once
 
 #include <string>
@@ -32,8 +33,9 @@ struct EvalResult {
 HeadConfig head_config_for(const TrainConfig& cfg, const cache::Manifest& manifest, int64_t layers,
                            int64_t num_classes);
 
-// Multi-view evaluation: mean of per-view softmax per clip, top-1/top-5.
-EvalResult evaluate(EvlHead& head, const CachedDataset& data, int64_t batch,
+// Multi-view evaluation over every item of `data`: mean of per-view softmax
+// per clip, top-1/top-5. Runs in fp32 (the official evaluation has no autocast).
+EvalResult evaluate(EvlHead& head, const FeatureSource& data, int64_t batch,
                     const torch::Device& device);
 
 // Runs (or resumes) a training run into cfg.out. `config_ini` is the resolved
@@ -42,5 +44,10 @@ EvalResult evaluate(EvlHead& head, const CachedDataset& data, int64_t batch,
 // mismatch, unreadable cache, or a non-finite loss (naming the step and the
 // last good checkpoint).
 TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini);
+
+// The same loop over given sources (the online path, tests). `val` may be null.
+// cfg.cache / cfg.val_cache are then only names for messages.
+TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
+                        const FeatureSource& train, const FeatureSource* val);
 
 }  // namespace evl

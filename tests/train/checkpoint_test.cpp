@@ -133,6 +133,23 @@ TEST(Checkpoint, PythonReadsEvlCheckpointsAndRoundTripRestoresOptimizer) {
   // Loading for inference from the evl file uses the recorded heads.
   auto loaded = evl::load_head_checkpoint(path);
   EXPECT_EQ(loaded.config.heads, 2);
+
+  // The loss scaler's state (mixed precision on CUDA) rides along as the
+  // official 'loss_scaler' entry; Python reads it, and a resume restores it.
+  evl::GradScaler scaler(true);
+  scaler.load_state(1024.0, 7);
+  const std::string scaled = (dir / "scaled.pth").string();
+  evl::save_training_checkpoint(scaled, head, opt, 2, cfg.to_ini(), &scaler);
+  const auto ls = run(std::string(EVL_PYTHON) + " -c \"import torch; d=torch.load('" + scaled +
+                      "'); print(d['loss_scaler']['scale'], d['loss_scaler']['growth_tracker'])\"");
+  EXPECT_EQ(ls.rfind("1024.0 7", 0), 0u) << ls;
+  evl::GradScaler restored(true);
+  EXPECT_EQ(evl::load_training_checkpoint(scaled, other, other_opt, &restored), 2);
+  EXPECT_EQ(restored.current_scale(), 1024.0);
+  EXPECT_EQ(restored.growth_tracker(), 7);
+  evl::GradScaler untouched(true);  // a file without a scaler leaves the defaults
+  evl::load_training_checkpoint(path, other, other_opt, &untouched);
+  EXPECT_EQ(untouched.current_scale(), 65536.0);
   fs::remove_all(dir);
 }
 

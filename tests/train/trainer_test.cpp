@@ -200,3 +200,73 @@ TEST(Trainer, RefusesMismatchedCaches) {
     EXPECT_NE(std::string(e.what()).find("official_ddp.pth"), std::string::npos) << e.what();
   }
 }
+
+TEST(Trainer, CpuBf16AutocastLearnsLikeFp32) {
+  TempDir tmp;
+  write_cache(tmp.path / "train", 32, 2, 1);
+  write_cache(tmp.path / "val", 16, 1, 2);
+  auto c = base_config(tmp.path);
+  c.val_cache = (tmp.path / "val").string();
+  c.steps = 120, c.batch_size = 16, c.batch_split = 1, c.save_every = 0, c.log_every = 0;
+  c.mlp_dropout = 0.0, c.cls_dropout = 0.0;
+  const auto fp32 = train_head(c, "");
+  c.out = (tmp.path / "run_bf16").string();
+  c.precision = "bf16";
+  const auto bf16 = train_head(c, "");
+  EXPECT_GE(bf16.val_top1, 0.9) << "loss " << bf16.last_loss;
+  EXPECT_NEAR(bf16.last_loss, fp32.last_loss, 0.05 + 0.2 * fp32.last_loss);
+  // bf16 rounding makes the weights differ, but not wildly.
+  const auto a = params_of(fs::path(tmp.path / "run" / "last.pth").string());
+  const auto b = params_of(fs::path(tmp.path / "run_bf16" / "last.pth").string());
+  for (const auto& [name, t] : a) {
+    EXPECT_EQ(b.at(name).scalar_type(), torch::kFloat) << name;  // master weights stay fp32
+    EXPECT_LE((t - b.at(name)).norm().item<double>(), 0.1 * t.norm().item<double>() + 0.05)
+        << name;
+  }
+  c.precision = "fp16";  // CUDA only
+  c.out = (tmp.path / "run_fp16").string();
+  EXPECT_THROW(train_head(c, ""), UsageError);
+}
+
+TEST(Trainer, InitFineTunesWithANewClassifierAndScaledLr) {
+  // A 2-class head, then a 3-class run initialised from it (UCF-101 from K400).
+  TempDir tmp;
+  write_cache(tmp.path / "train", 8, 1, 1);
+  auto c = base_config(tmp.path);
+  c.steps = 2, c.save_every = 0, c.mlp_dropout = 0.0, c.cls_dropout = 0.0;
+  train_head(c, "");
+  const auto pre_path = (fs::path(c.out) / "last.pth").string();
+  const auto pre = params_of(pre_path);
+
+  auto f = base_config(tmp.path);
+  f.out = (tmp.path / "finetune").string();
+  f.init = pre_path, f.num_classes = 3, f.steps = 1, f.batch_size = 4, f.batch_split = 1;
+  f.lr = 1e-2, f.weight_decay = 0.05, f.init_lr_scale = 0.1, f.save_every = 0;
+  f.mlp_dropout = 0.0, f.cls_dropout = 0.0;
+  train_head(f, "");
+  const auto post = params_of((fs::path(f.out) / "last.pth").string());
+  EXPECT_EQ(post.at("proj.2.weight").size(0), 3);
+  // AdamW's first step, in closed form: p <- p (1 - lr wd) - lr g / (|g| + eps),
+  // so after the decay every coordinate moves by at most lr, and by lr itself
+  // wherever |g| >> eps. Body parameters use lr*0.1 and wd*0.1 (the cosine LR
+  // of step 0 is the base LR); unscaled, they would move by 1e-2.
+  for (const auto& [name, p0] : pre) {
+    if (name.rfind("proj.2.", 0) == 0) continue;
+    const double lr = 1e-2 * 0.1, wd = 0.05 * 0.1;
+    const auto moved = (post.at(name) - p0 * (1 - lr * wd)).abs();
+    EXPECT_LE(moved.max().item<double>(), lr * (1 + 1e-4)) << name;
+    // The key bias has a zero gradient in exact arithmetic (softmax ignores it).
+    if (name.find("k_proj.bias") == std::string::npos)
+      EXPECT_GE(moved.max().item<double>(), lr * (1 - 1e-3)) << name;
+  }
+  // The classifier was re-initialised and trained at the full LR: moves of ~1e-2.
+  EXPECT_GT((post.at("proj.2.bias")).abs().max().item<double>(), 0.5e-2);
+  // A classifier of the right class count is reused, any other mismatch still fails.
+  auto g = f;
+  g.out = (tmp.path / "same_classes").string();
+  g.num_classes = 2;
+  EXPECT_NO_THROW(train_head(g, ""));
+  g.out = (tmp.path / "bad").string();
+  g.no_temporal_conv = true;  // the file has temporal_conv weights this head lacks
+  EXPECT_THROW(train_head(g, ""), Error);
+}
