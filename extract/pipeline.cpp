@@ -79,29 +79,6 @@ cache::Array to_array(const torch::Tensor& t, cache::DType dtype) {
   return a;
 }
 
-SamplingConfig sampling_config(const ExtractConfig& cfg, int64_t input_size) {
-  SamplingConfig s;
-  s.frames = cfg.frames;
-  s.stride = cfg.stride;
-  s.tsn = cfg.sampling == "tsn";
-  s.temporal_views = cfg.temporal_views;
-  s.spatial_views = cfg.spatial_views;
-  s.train_views = cfg.train_views;
-  s.input_size = input_size;
-  s.flip = cfg.flip;
-  s.photometric = cfg.photometric;
-  s.seed = cfg.seed;
-  return s;
-}
-
-Precision resolve_precision(const std::string& name, const torch::Device& device) {
-  if (name == "auto") return device.is_cuda() ? Precision::kFP16 : Precision::kFP32;
-  if (name == "fp32") return Precision::kFP32;
-  if (name == "bf16") return Precision::kBF16;
-  if (name == "fp16") return Precision::kFP16;
-  EVL_THROW(UsageError, "--precision '", name, "': expected auto, fp32, bf16 or fp16");
-}
-
 void validate(const ExtractConfig& cfg) {
   EVL_CHECK_USAGE(!cfg.list.empty(), "--list is required");
   EVL_CHECK_USAGE(!cfg.backbone.empty(), "--backbone is required");
@@ -185,6 +162,64 @@ std::pair<int64_t, int64_t> shard_slice(int64_t n, int index, int count) {
   return {n * index / count, n * (index + 1) / count};
 }
 
+SamplingConfig sampling_config(const ExtractConfig& cfg, int64_t input_size) {
+  SamplingConfig s;
+  s.frames = cfg.frames;
+  s.stride = cfg.stride;
+  s.tsn = cfg.sampling == "tsn";
+  s.temporal_views = cfg.temporal_views;
+  s.spatial_views = cfg.spatial_views;
+  s.train_views = cfg.train_views;
+  s.input_size = input_size;
+  s.flip = cfg.flip;
+  s.photometric = cfg.photometric;
+  s.seed = cfg.seed;
+  return s;
+}
+
+Precision resolve_precision(const std::string& name, const torch::Device& device) {
+  if (name == "auto") return device.is_cuda() ? Precision::kFP16 : Precision::kFP32;
+  if (name == "fp32") return Precision::kFP32;
+  if (name == "bf16") return Precision::kBF16;
+  if (name == "fp16") return Precision::kFP16;
+  EVL_THROW(UsageError, "--precision '", name, "': expected auto, fp32, bf16 or fp16");
+}
+
+cache::Manifest make_manifest(const ExtractConfig& cfg, const LoadedBackbone& backbone,
+                              int64_t num_clips) {
+  const VitArch& arch = backbone.arch;
+  const int64_t input_size = cfg.input_size > 0 ? cfg.input_size : arch.image_size;
+  const SamplingConfig scfg = sampling_config(cfg, input_size);
+  cache::Manifest manifest;
+  manifest.tool_version = EVL_VERSION;
+  manifest.created = utc_now();
+  manifest.backbone.file = fs::path(cfg.backbone).filename().string();
+  manifest.backbone.hash = backbone.file_hash;
+  manifest.backbone.format = backbone.format;
+  manifest.backbone.width = arch.width;
+  manifest.backbone.depth = arch.depth;
+  manifest.backbone.heads = arch.heads;
+  manifest.backbone.patch = arch.patch;
+  manifest.backbone.grid = input_size / arch.patch;
+  manifest.backbone.input_size = input_size;
+  manifest.layers = resolve_blocks(cfg.layers, arch.depth);
+  manifest.storage = cache::parse_storage_mode(cfg.store);
+  manifest.dtype = cache::parse_dtype(cfg.dtype);
+  manifest.frames = cfg.frames;
+  manifest.stride = cfg.sampling == "tsn" ? 0 : cfg.stride;
+  manifest.sampling = cfg.sampling;
+  manifest.temporal_views = cfg.train_views > 0 ? 1 : cfg.temporal_views;
+  manifest.spatial_views = cfg.train_views > 0 ? 1 : cfg.spatial_views;
+  manifest.train_views = cfg.train_views;
+  manifest.mean.assign(scfg.mean.begin(), scfg.mean.end());
+  manifest.std.assign(scfg.std.begin(), scfg.std.end());
+  manifest.seed = cfg.seed;
+  manifest.has_inputs = cfg.save_inputs;
+  manifest.list_file = fs::path(cfg.list).filename().string();
+  manifest.num_clips = num_clips;
+  return manifest;
+}
+
 ExtractSummary run_extraction(const ExtractConfig& cfg, const std::atomic<bool>* stop) {
   validate(cfg);
   const auto start_time = std::chrono::steady_clock::now();
@@ -234,34 +269,8 @@ ExtractSummary run_extraction(const ExtractConfig& cfg, const std::atomic<bool>*
   }
 
   // Provenance.
-  cache::Manifest manifest;
-  manifest.tool_version = EVL_VERSION;
-  manifest.created = utc_now();
-  manifest.backbone.file = fs::path(cfg.backbone).filename().string();
-  manifest.backbone.hash = backbone.file_hash;
-  manifest.backbone.format = backbone.format;
-  manifest.backbone.width = arch.width;
-  manifest.backbone.depth = arch.depth;
-  manifest.backbone.heads = arch.heads;
-  manifest.backbone.patch = arch.patch;
-  manifest.backbone.grid = input_size / arch.patch;
-  manifest.backbone.input_size = input_size;
-  manifest.layers = layers;
-  manifest.storage = storage;
-  manifest.dtype = dtype;
-  manifest.frames = cfg.frames;
-  manifest.stride = cfg.sampling == "tsn" ? 0 : cfg.stride;
-  manifest.sampling = cfg.sampling;
-  manifest.temporal_views = cfg.train_views > 0 ? 1 : cfg.temporal_views;
-  manifest.spatial_views = cfg.train_views > 0 ? 1 : cfg.spatial_views;
-  manifest.train_views = cfg.train_views;
+  const cache::Manifest manifest = make_manifest(cfg, backbone, num_clips);
   const SamplingConfig scfg = sampling_config(cfg, input_size);
-  manifest.mean.assign(scfg.mean.begin(), scfg.mean.end());
-  manifest.std.assign(scfg.std.begin(), scfg.std.end());
-  manifest.seed = cfg.seed;
-  manifest.has_inputs = cfg.save_inputs;
-  manifest.list_file = fs::path(cfg.list).filename().string();
-  manifest.num_clips = static_cast<int64_t>(entries.size());
 
   // Refuse to mix features into a cache made differently.
   fs::create_directories(cfg.out);

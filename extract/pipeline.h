@@ -12,7 +12,10 @@
 #include <utility>
 #include <vector>
 
+#include "cache/cache.h"
+#include "extract/clip_vit.h"
 #include "extract/extract_config.h"
+#include "extract/views.h"
 
 namespace evl {
 
@@ -35,6 +38,19 @@ std::pair<int, int> resolve_shard(int shard_index, int num_shards);
 
 // Balanced contiguous slice [begin, end) of `n` clips for shard `index` of `count`.
 std::pair<int64_t, int64_t> shard_slice(int64_t n, int index, int count);
+
+// The views' sampling settings for `cfg` at the resolved input size.
+SamplingConfig sampling_config(const ExtractConfig& cfg, int64_t input_size);
+
+// --precision: auto (fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16. Throws UsageError.
+Precision resolve_precision(const std::string& name, const torch::Device& device);
+
+// The provenance a job with `cfg` writes for a list of `num_clips` clips, without
+// shards. Shared with the online training source (train/online_dataset.h), which
+// reports the manifest of the cache it stands in for. Throws UsageError for a bad
+// --layers, --store or --dtype.
+cache::Manifest make_manifest(const ExtractConfig& cfg, const LoadedBackbone& backbone,
+                              int64_t num_clips);
 
 // Runs the job. `stop` (may be null) is polled between clips: when it becomes
 // true no new clip starts, the clips in flight are finished and committed, and

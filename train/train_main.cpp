@@ -1,17 +1,84 @@
 // evl_train_head: trains the EVL decoder head on a feature cache (official
-// recipe by default: AdamW 4e-4, wd 0.05, cosine per step, batch 256, 50k steps).
+// recipe by default: AdamW 4e-4, wd 0.05, cosine per step, batch 256, 50k steps),
+// or with --online on features computed per batch from the videos (decode +
+// frozen backbone, train/online_dataset.h), without a cache.
 #include <iostream>
+#include <memory>
 
+#include "common/check.h"
 #include "common/cli.h"
+#include "train/online_dataset.h"
 #include "train/train_config.h"
 #include "train/trainer.h"
 
 namespace po = boost::program_options;
 
+namespace {
+
+// The flags of the online mode (OnlineConfig), with evl_extract's names and defaults.
+po::options_description online_options(evl::OnlineConfig& c) {
+  po::options_description o("online mode (--online: no cache; decode + backbone per batch)");
+  o.add_options()("online", po::bool_switch(&c.enabled),
+                  "train from videos: features computed per batch, no cache")(
+      "list", po::value(&c.list), "training dataset list (evl_extract --list format)")(
+      "val-list", po::value(&c.val_list), "validation dataset list (test views)")(
+      "root", po::value(&c.root)->default_value(c.root), "prefix for relative paths in the lists")(
+      "backbone", po::value(&c.backbone), "CLIP weights: OpenAI .pt or Hugging Face .safetensors")(
+      "frames", po::value(&c.frames)->default_value(c.frames), "frames per clip (T)")(
+      "stride", po::value(&c.stride)->default_value(c.stride), "frame stride of dense sampling")(
+      "sampling", po::value(&c.sampling)->default_value(c.sampling), "dense | tsn")(
+      "train-views", po::value(&c.train_views)->default_value(c.train_views),
+      "K augmented views per training clip (views are drawn from --seed as evl_extract's)")(
+      "temporal-views", po::value(&c.temporal_views)->default_value(c.temporal_views),
+      "validation test views along time")(
+      "spatial-views", po::value(&c.spatial_views)->default_value(c.spatial_views),
+      "validation test crops: 1 (centre) or 3")(
+      "input-size", po::value(&c.input_size)->default_value(c.input_size),
+      "input resolution (0: the backbone's native)")(
+      "layers", po::value(&c.layers)->default_value(c.layers),
+      "backbone blocks tapped: lastM or indices like 8,9,10,11")(
+      "flip", po::bool_switch(&c.flip), "random horizontal flip in training views")(
+      "photometric", po::bool_switch(&c.photometric), "photometric augmentation in training views")(
+      "backbone-precision", po::value(&c.backbone_precision)->default_value(c.backbone_precision),
+      "backbone compute: auto (fp32 on CPU, fp16 on CUDA) | fp32 | bf16 | fp16")(
+      "dtype", po::value(&c.dtype)->default_value(c.dtype),
+      "round features through this storage dtype, as a cache would: fp16 | bf16 | fp32");
+  return o;
+}
+
+// --online excludes the cache flags, and the online flags need --online. Returns
+// the configuration to record: a cached run's config.ini does not list the
+// online flags' defaults, which would misdescribe where its features came from.
+po::variables_map check_mode(const po::variables_map& vm, const po::options_description& online,
+                             bool is_online) {
+  auto given = [&](const std::string& name) { return vm.count(name) && !vm[name].defaulted(); };
+  po::variables_map recorded = vm;
+  if (is_online) {
+    for (const char* flag : {"cache", "val-cache"})
+      EVL_CHECK_USAGE(!given(flag), "--online computes features from videos; --", flag,
+                      " cannot be combined with it (drop --online to train from a cache)");
+    EVL_CHECK_USAGE(given("list") && given("backbone"),
+                    "--online needs --list (training videos) and --backbone (CLIP weights)");
+  } else {
+    for (const auto& option : online.options()) {
+      const std::string& name = option->long_name();
+      EVL_CHECK_USAGE(!given(name), "--", name,
+                      " belongs to the online mode: add --online to train from videos, or train "
+                      "from a cache with --cache");
+      recorded.erase(name);
+    }
+  }
+  return recorded;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  const evl::cli::Tool tool{"evl_train_head",
-                            "train the EVL decoder head from cached backbone features",
-                            "evl_train_head --cache DIR [--val-cache DIR] --out RUN_DIR [options]"};
+  const evl::cli::Tool tool{
+      "evl_train_head", "train the EVL decoder head from cached (or online) backbone features",
+      "evl_train_head --cache DIR [--val-cache DIR] --out RUN_DIR [options]\n"
+      "       evl_train_head --online --list LIST [--root DIR] --backbone FILE [--val-list LIST] "
+      "--out RUN_DIR [options]"};
   evl::TrainConfig c;
   po::options_description o("options");
   o.add_options()("cache", po::value(&c.cache), "training feature cache directory")(
@@ -28,7 +95,8 @@ int main(int argc, char** argv) {
                             "linear warmup steps")(
       "seed", po::value(&c.seed)->default_value(c.seed), "sampler and dropout seed")(
       "device", po::value(&c.device)->default_value(c.device), "cpu | cuda | cuda:N")(
-      "precision", po::value(&c.precision)->default_value(c.precision), "auto | fp32")(
+      "precision", po::value(&c.precision)->default_value(c.precision),
+      "auto (CUDA fp16 + loss scaling, CPU fp32) | fp32 | bf16 | fp16")(
       "eval-every", po::value(&c.eval_every)->default_value(c.eval_every),
       "validate every N steps (0: end)")("save-every",
                                          po::value(&c.save_every)->default_value(c.save_every),
@@ -50,12 +118,32 @@ int main(int argc, char** argv) {
                                                  po::bool_switch(&c.no_temporal_cross_attention),
                                                  "disable the temporal cross attention")(
       "init", po::value(&c.init), "initialise from an evl or official EVL .pth")(
+      "init-lr-scale", po::value(&c.init_lr_scale)->default_value(c.init_lr_scale),
+      "LR and weight-decay factor for all but the classifier (fine-tuning: 0.1)")(
       "resume", po::bool_switch(&c.resume), "continue RUN_DIR/last.pth")(
       "threads", po::value(&c.threads)->default_value(c.threads), "torch threads (0: default)");
+  const auto online = online_options(c.online);
+  o.add(online);
   return evl::cli::run(tool, [&] {
     po::variables_map vm;
     if (!evl::cli::parse(tool, argc, argv, o, vm)) return evl::cli::kExitOk;
-    const auto s = evl::train_head(c, evl::cli::to_ini(vm));
+    const std::string ini = evl::cli::to_ini(check_mode(vm, online, c.online.enabled));
+    evl::TrainSummary s;
+    if (c.online.enabled) {
+      // One backbone for both lists; the views of both are drawn from --seed.
+      if (c.threads > 0) torch::set_num_threads(static_cast<int>(c.threads));
+      auto backbone = std::make_shared<evl::OnlineBackbone>(c.online, c.device);
+      const evl::OnlineDataset train(c.online, c.online.list, evl::OnlineDataset::Views::kTrain,
+                                     c.seed, c.decoder_layers, backbone);
+      std::unique_ptr<evl::OnlineDataset> val;
+      if (!c.online.val_list.empty())
+        val = std::make_unique<evl::OnlineDataset>(c.online, c.online.val_list,
+                                                   evl::OnlineDataset::Views::kTest, c.seed,
+                                                   c.decoder_layers, backbone);
+      s = evl::train_head(c, ini, train, val.get());
+    } else {
+      s = evl::train_head(c, ini);
+    }
     std::cout << "done: " << s.steps << " steps, loss " << s.last_loss << ", " << s.samples_per_s
               << " samples/s";
     if (s.val_top1 >= 0) std::cout << ", val top-1 " << s.val_top1 << " top-5 " << s.val_top5;

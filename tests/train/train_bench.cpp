@@ -1,88 +1,268 @@
 // bench_train: head-training throughput with ViT-B/16 shapes (C 768, 14x14
-// grid, 8 frames, 4 layers, fp16 qk cache): steps fed from a cache on disk vs
-// the same batch held in memory, in one run. Prints bytes read per sample and
-// peak RSS. --quick: tiny batch and 2 steps (for CI). The online (decode +
-// backbone) comparison of issue 7 needs evl_extract and is not measured here.
+// grid, 8 frames, 4 layers, fp16 qk cache), in one run, on the same clips:
+//  - the training step fed from a cache (extracted beforehand from real clips by
+//    the extraction pipeline, in a child process so that its memory does not
+//    count here),
+//  - the same step with the batch held in memory (the ceiling of the cached path),
+//  - the same step computed online (evl_train_head --online's source: decode +
+//    views + frozen backbone + storage rounding, then the head), on the same items
+//    as the cache's first steps.
+// Prints bytes read per sample and peak RSS (after the cached steps, and after
+// the online ones, which load the backbone). The backbone has random weights
+// (scripts/make_clip_backbone.py --preset b16, kept under the build dir): speed
+// does not depend on the weights.
+// On CPU a B/16-shaped head step costs seconds per sample, so the default is
+// small: 6 real clips, batch 2, 3 cached steps (after one warm-up), 2 online steps
+// on the items of the first two (~2.5 min on 2 idle cores). --quick: the tiny
+// test backbone, 2 clips, batch 2 (CI smoke only).
+//   bench_train [--quick] [--model PT] [--batch N] [--cache-steps N] [--online-steps N]
+//               [--threads N (default 2, for the extraction, the backbone and the head)]
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
-#include <cstring>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
-#include "cache/cache.h"
+#include "extract/pipeline.h"
 #include "train/cached_dataset.h"
 #include "train/head.h"
+#include "train/online_dataset.h"
+#include "train/trainer.h"
 
 namespace fs = std::filesystem;
 using namespace evl;
 
-int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
-  const int64_t clips = quick ? 4 : 16, batch = quick ? 2 : 8, steps = quick ? 2 : 4;
-  const int64_t c = 768, grid = 14, l = 1 + grid * grid, t = 8, m = 4;
-  const auto dir = fs::temp_directory_path() / ("evl_bench_train_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  {
-    cache::ShardWriter w((dir / cache::shard_name(0, 1)).string(), 4);
-    for (int64_t i = 0; i < clips; ++i) {
-      cache::Record r;
-      r.clip_index = i, r.label = i % 400, r.key = cache::make_key(i, 0),
-      r.video_id = std::to_string(i);
-      for (const char* name : {"x", "q", "k"}) {
-        auto h = torch::randn({m, t, l, c}).to(torch::kHalf);
-        cache::Array a{cache::DType::kF16, h.sizes().vec(), std::vector<uint8_t>(h.numel() * 2)};
-        std::memcpy(a.bytes.data(), h.data_ptr(), a.bytes.size());
-        r.arrays.emplace_back(name, std::move(a));
-      }
-      w.put(r);
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double peak_rss_mib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
+}
+
+struct RemoveOnExit {
+  fs::path dir;
+  ~RemoveOnExit() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+// Runs the extraction in a child process (its backbone and buffers stay out of
+// this process's peak RSS). Returns the child's exit status.
+int extract_in_child(const ExtractConfig& cfg) {
+  std::cout << std::flush;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    try {
+      const ExtractSummary s = run_extraction(cfg, nullptr);
+      std::printf("extracted %lld views in %.1f s\n", static_cast<long long>(s.views_written),
+                  s.seconds);
+      std::fflush(stdout);
+      _exit(s.clips_failed == 0 ? 0 : 3);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error: extraction: %s\n", e.what());
+      _exit(1);
     }
   }
-  cache::Manifest man;
-  man.backbone = {"ViT-B-16.pt", "bench", "openai-torchscript", c, 12, 12, 16, grid, 224};
-  man.layers = {8, 9, 10, 11};
-  man.frames = t, man.num_clips = clips, man.mean = {0, 0, 0}, man.std = {1, 1, 1};
-  man.shards = {{cache::shard_name(0, 1), clips}};
-  man.save(dir.string());
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
 
-  CachedDataset data(dir.string(), 0);
-  HeadConfig cfg;
-  EvlHead head(cfg);
+}  // namespace
+
+int main(int argc, char** argv) try {
+  bool quick = false;
+  std::string model;
+  int64_t batch = 2, cache_steps = 3, online_steps = 2, clips = 6;
+  int threads = 2;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::runtime_error("missing value after " + s);
+      return argv[++i];
+    };
+    if (s == "--quick")
+      quick = true;
+    else if (s == "--model")
+      model = next();
+    else if (s == "--batch")
+      batch = std::stoll(next());
+    else if (s == "--cache-steps")
+      cache_steps = std::stoll(next());
+    else if (s == "--online-steps")
+      online_steps = std::stoll(next());
+    else if (s == "--threads")
+      threads = std::stoi(next());
+    else {
+      std::cerr << "usage: bench_train [--quick] [--model PT] [--batch N] [--cache-steps N] "
+                   "[--online-steps N] [--threads N]\n";
+      return 2;
+    }
+  }
+  const std::string src = EVL_SOURCE_DIR;
+  if (quick) {
+    if (model.empty()) model = src + "/tests/fixtures/backbone/tiny_clip_openai.pt";
+    clips = 2, batch = 2, cache_steps = 2, online_steps = 1;
+  }
+  if (model.empty()) {
+    model = std::string(EVL_BINARY_DIR) + "/bench/vit-b16.pt";
+    if (!fs::exists(model)) {
+      fs::create_directories(fs::path(model).parent_path());
+      const std::string cmd = std::string(EVL_PYTHON) + " " + src +
+                              "/scripts/make_clip_backbone.py --preset b16 -o " + model;
+      std::cout << "making " << model << "\n" << std::flush;
+      if (std::system(cmd.c_str()) != 0 || !fs::exists(model)) {
+        std::cerr << "error: could not create " << model << " with: " << cmd << "\n";
+        return 1;
+      }
+    }
+  }
+
+  // The clips: real action videos of shared/ (as bench_extract).
+  const std::string videos = std::string(EVL_SHARED_DIR) + "/data/real/videos/action/";
+  const std::vector<std::string> names = {"k400_arm_wrestling.mp4",
+                                          "k400_cleaning_pool.mp4",
+                                          "k400_shooting_basketball.mp4",
+                                          "pymecavideo_balle-jbart_throwing_ball.mp4",
+                                          "activitynet_v_GGSY1Qvo990_weightlifting.mp4",
+                                          "activitynet_v_ZNVhz7ctTq0_dog_walking.mp4",
+                                          "k400_archery.avi",
+                                          "ucf101_ApplyEyeMakeup.avi"};
+  const fs::path work = fs::temp_directory_path() / ("evl_bench_train_" + std::to_string(getpid()));
+  fs::create_directories(work);
+  const RemoveOnExit cleanup{work};
+  const std::string list = (work / "clips.txt").string();
+  {
+    std::ofstream out(list);
+    for (int64_t i = 0; i < clips; ++i)
+      out << videos << names[static_cast<size_t>(i)] << " " << i << "\n";
+  }
+
+  // The online source's settings; the cache is what evl_extract makes of them.
+  OnlineConfig oc;
+  oc.list = list;
+  oc.backbone = model;
+  oc.frames = 8, oc.stride = 16, oc.train_views = 1;
+  oc.layers = quick ? "last2" : "last4";
+  oc.dtype = "fp16";
+  const uint64_t seed = 0;
+
+  // 1. The cache (child process).
+  {
+    ExtractConfig e = online_extract_config(oc, list, OnlineDataset::Views::kTrain, seed);
+    e.out = (work / "cache").string();
+    e.threads = threads;
+    const int rc = extract_in_child(e);
+    if (rc != 0) {
+      std::cerr << "error: extraction into " << e.out << " failed (status " << rc << ")\n";
+      return 1;
+    }
+  }
+  torch::set_num_threads(threads);
+  const CachedDataset data((work / "cache").string(), 0);
+  const cache::Manifest& man = data.manifest();
+
+  TrainConfig tc;  // the default head (dropouts, temporal modules) of a run
+  const HeadConfig hc = head_config_for(tc, man, data.layers(), 400);
+  EvlHead head(hc);
   torch::optim::AdamW opt(head->parameters(), torch::optim::AdamWOptions(4e-4).weight_decay(0.05));
   auto train_step = [&](const FeatureBatch& b) {
     opt.zero_grad();
     torch::cross_entropy_loss(head->forward(b.x, b.q, b.k), b.labels).backward();
     opt.step();
   };
-  uint64_t before = 0;
-  auto time_it = [&](bool from_cache) {
-    const auto fixed = data.load(data.train_batch(0, 0, batch));
-    train_step(fixed);  // warm-up
-    before = data.bytes_read();
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t s = 0; s < steps; ++s)
-      train_step(from_cache ? data.load(data.train_batch(0, s, batch)) : fixed);
-    return static_cast<double>(steps * batch) /
-           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  };
-  const double mem = time_it(false);
-  const double disk = time_it(true);
+
+  // 2. From memory, then from the cache (the cache's own item order).
+  const auto fixed = data.load(data.train_batch(seed, 0, batch));
+  train_step(fixed);  // warm-up
+  auto t0 = Clock::now();
+  for (int64_t s = 0; s < cache_steps; ++s) train_step(fixed);
+  const double mem = static_cast<double>(cache_steps * batch) / seconds_since(t0);
+  const uint64_t before = data.bytes_read();
+  t0 = Clock::now();
+  for (int64_t s = 0; s < cache_steps; ++s) train_step(data.load(data.train_batch(seed, s, batch)));
+  const double disk = static_cast<double>(cache_steps * batch) / seconds_since(t0);
   const double bytes_per_sample =
-      static_cast<double>(data.bytes_read() - before) / static_cast<double>(steps * batch);
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  fs::remove_all(dir);
-  std::cout << "ViT-B/16 shapes, 8 frames, 4 layers, fp16 qk cache, batch " << batch
-            << ", fp32 CPU, " << torch::get_num_threads() << " threads\n"
-            << "train samples/s from cache: " << disk << "\n"
-            << "train samples/s from memory: " << mem << "  (cache/memory ratio " << disk / mem
-            << ")\n"
-            << "bytes read per sample: " << bytes_per_sample << "\n"
-            << "peak RSS MiB: " << ru.ru_maxrss / 1024.0 << "\n";
-  std::cout << "BENCH_JSON {\"samples_per_s_cache\": " << disk
-            << ", \"samples_per_s_memory\": " << mem
-            << ", \"bytes_per_sample\": " << bytes_per_sample
-            << ", \"peak_rss_mib\": " << ru.ru_maxrss / 1024.0 << ", \"batch\": " << batch
-            << ", \"quick\": " << (quick ? "true" : "false") << "}\n";
+      static_cast<double>(data.bytes_read() - before) / static_cast<double>(cache_steps * batch);
+  const double rss_cached = peak_rss_mib();
+
+  // 3. Online on the same items as the cache's first steps.
+  auto t_load = Clock::now();
+  auto backbone = std::make_shared<OnlineBackbone>(oc, "cpu");
+  const OnlineDataset online(oc, list, OnlineDataset::Views::kTrain, seed, 0, backbone);
+  const double load_s = seconds_since(t_load);
+  t0 = Clock::now();
+  for (int64_t s = 0; s < online_steps; ++s)
+    train_step(online.load(online.train_batch(seed, s, batch)));
+  const double online_s = seconds_since(t0);
+  const double on = static_cast<double>(online_steps * batch) / online_s;
+  const OnlineStats st = online.stats();
+  const double rss_end = peak_rss_mib();
+
+  std::printf(
+      "%s (width %lld, %lld blocks), %lld real clips, 8x16 frames, layers %s, fp16 qk cache, "
+      "batch %lld, fp32 CPU, %d threads\n",
+      fs::path(model).filename().c_str(), static_cast<long long>(man.backbone.width),
+      static_cast<long long>(man.backbone.depth), static_cast<long long>(clips), oc.layers.c_str(),
+      static_cast<long long>(batch), torch::get_num_threads());
+  std::printf("train samples/s from cache:  %8.3f  (%lld steps)\n", disk,
+              static_cast<long long>(cache_steps));
+  std::printf("train samples/s from memory: %8.3f  (cache/memory %.1f%%)\n", mem, 100 * disk / mem);
+  std::printf(
+      "train samples/s online:      %8.3f  (%lld steps; decode+views %.1f s, backbone %.1f s, "
+      "head %.1f s; backbone load %.1f s not counted)\n",
+      on, static_cast<long long>(online_steps), st.decode_s, st.backbone_s,
+      online_s - st.decode_s - st.backbone_s, load_s);
+  std::printf("cache/online = %.1fx (target >= 10x)\n", disk / on);
+  std::printf(
+      "bytes read per sample from the cache: %.0f (%.1f MiB); online: %lld frames decoded\n",
+      bytes_per_sample, bytes_per_sample / 1048576.0,
+      static_cast<long long>(st.frames_decoded / std::max<int64_t>(1, st.views)));
+  std::printf("peak RSS MiB: %.0f after the cached steps, %.0f after the online ones\n", rss_cached,
+              rss_end);
+
+  const nlohmann::json j = {
+      {"bench", "train"},
+      {"quick", quick},
+      {"model", fs::path(model).filename().string()},
+      {"width", man.backbone.width},
+      {"depth", man.backbone.depth},
+      {"grid", man.backbone.grid},
+      {"frames", man.frames},
+      {"layers", data.layers()},
+      {"clips", clips},
+      {"batch", batch},
+      {"threads", torch::get_num_threads()},
+      {"cache_steps", cache_steps},
+      {"online_steps", online_steps},
+      {"samples_per_s_cache", disk},
+      {"samples_per_s_memory", mem},
+      {"samples_per_s_online", on},
+      {"cache_over_online", disk / on},
+      {"online_decode_s", st.decode_s},
+      {"online_backbone_s", st.backbone_s},
+      {"online_total_s", online_s},
+      {"online_frames_per_sample", static_cast<double>(st.frames_decoded) /
+                                       static_cast<double>(std::max<int64_t>(1, st.views))},
+      {"bytes_per_sample", bytes_per_sample},
+      {"peak_rss_mib", rss_cached},
+      {"peak_rss_online_mib", rss_end}};
+  std::cout << "BENCH_JSON " << j.dump() << std::endl;
   return 0;
+} catch (const std::exception& e) {
+  std::cerr << "error: " << e.what() << "\n";
+  return 1;
 }

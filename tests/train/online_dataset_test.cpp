@@ -1,0 +1,297 @@
+// The online training source (train/online_dataset.h) against the cached path
+// it stands in for: the same generated videos are extracted by the extraction
+// pipeline (evl::run_extraction, the code behind evl_extract) into LMDB caches,
+// read back through CachedDataset, and compared with OnlineDataset item by item
+// (features, labels, clips), sampler batch by batch, and over a short training
+// run (losses, validation accuracy). Also: a broken video stops training naming
+// the file, and evl_train_head's flag combinations (usage errors exit 2).
+#include "train/online_dataset.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/check.h"
+#include "extract/pipeline.h"
+#include "train/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace evl;
+
+namespace {
+
+const std::string kBackbone =
+    std::string(EVL_SOURCE_DIR) + "/tests/fixtures/backbone/tiny_clip_openai.pt";
+const std::string kTrainHead = std::string(EVL_TOOLS_DIR) + "/evl_train_head";
+
+int sh(const std::string& cmd) {
+  const int status = std::system(cmd.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The manifest without what legitimately differs between two writers
+// (creation time) and what only a written cache has (shards).
+nlohmann::json provenance(const cache::Manifest& m) {
+  auto j = nlohmann::json::parse(m.to_json());
+  j.erase("created");
+  j.erase("shards");
+  return j;
+}
+
+// Largest |a - b| in fp16 steps at |b| (1.0: one fp16 step), where |b| is not tiny.
+double fp16_steps(const torch::Tensor& a, const torch::Tensor& b) {
+  const auto ulp =
+      torch::clamp_min(b.abs(), 1e-2 * b.abs().max().item<double>()) * std::ldexp(1.0, -10);
+  return ((a - b).abs() / ulp).max().item<double>();
+}
+
+class OnlineDatasetTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = fs::temp_directory_path() / ("evl_online_test_" + std::to_string(getpid()));
+    fs::create_directories(root_);
+    const std::string cmd = std::string(EVL_PYTHON) + " " + EVL_SOURCE_DIR +
+                            "/scripts/make_motion_dataset.py --out " + (root_ / "data").string() +
+                            " --classes 4 --per-class 3 --frames 24 --size 48x40 --seed 3 "
+                            "--split-ratio 0.67 >/dev/null";
+    ASSERT_EQ(sh(cmd), 0) << cmd;
+    backbone_ = std::make_shared<OnlineBackbone>(base_config(), "cpu");
+  }
+  static void TearDownTestSuite() {
+    backbone_.reset();
+    fs::remove_all(root_);
+  }
+
+  // Small settings exercising every kind of view randomness.
+  static OnlineConfig base_config() {
+    OnlineConfig c;
+    c.enabled = true;
+    c.list = (root_ / "data" / "train.txt").string();
+    c.val_list = (root_ / "data" / "val.txt").string();
+    c.root = (root_ / "data").string();
+    c.backbone = kBackbone;
+    c.frames = 4;
+    c.stride = 3;
+    c.layers = "last2";
+    c.train_views = 3;
+    c.temporal_views = 2;
+    c.spatial_views = 3;
+    c.flip = true;
+    c.photometric = true;
+    return c;
+  }
+
+  // The cache evl_extract writes for the settings `online` stands for.
+  static fs::path extract(const OnlineDataset& online, const std::string& name) {
+    ExtractConfig e = online.extract_config();
+    e.out = (root_ / name).string();
+    e.threads = 2;
+    const ExtractSummary s = run_extraction(e, nullptr);
+    EXPECT_EQ(s.clips_failed, 0);
+    EXPECT_EQ(s.views_written, online.size());
+    return e.out;
+  }
+
+  // Every item of both sources, loaded twice:
+  //  1. in the extraction's backbone batches (groups of max(1, batch_size / K)
+  //     consecutive clips, forwards of batch_size views): the same pixels
+  //     through the same GEMMs, so the features must be bit-identical;
+  //  2. in reversed batches of `batch` items (as a training step would ask):
+  //     other GEMM shapes change fp32 results in their last bits, which moves
+  //     some values across a rounding boundary of the storage dtype. Allowed:
+  //     `steps` storage steps at |value| plus fp32 noise at the tensor's scale.
+  static void expect_same_items(const OnlineDataset& online, const FeatureSource& cached,
+                                int64_t batch, double steps) {
+    ASSERT_EQ(online.size(), cached.size());
+    ASSERT_EQ(online.layers(), cached.layers());
+    EXPECT_EQ(online.max_label(), cached.max_label());
+    const int64_t k = online.views_per_clip();
+    const int64_t group = std::max<int64_t>(1, online.extract_config().batch_size / k) * k;
+    const double step = online.manifest().dtype == cache::DType::kBF16  ? std::ldexp(1.0, -7)
+                        : online.manifest().dtype == cache::DType::kF16 ? std::ldexp(1.0, -10)
+                                                                        : 1e-7;
+    int64_t differing = 0, elements = 0;
+    for (const bool as_extracted : {true, false}) {
+      const int64_t n = as_extracted ? group : batch;
+      for (int64_t start = 0; start < online.size(); start += n) {
+        std::vector<int64_t> items;
+        for (int64_t i = start; i < std::min(online.size(), start + n); ++i) items.push_back(i);
+        if (!as_extracted) std::reverse(items.begin(), items.end());
+        const FeatureBatch a = online.load(items), b = cached.load(items);
+        EXPECT_TRUE(torch::equal(a.labels, b.labels));
+        EXPECT_EQ(a.clip_index, b.clip_index);
+        for (int64_t m = 0; m < online.layers(); ++m)
+          for (const auto& [ta, tb] : std::vector<std::pair<torch::Tensor, torch::Tensor>>{
+                   {a.x[m], b.x[m]}, {a.q[m], b.q[m]}, {a.k[m], b.k[m]}}) {
+            ASSERT_EQ(ta.sizes(), tb.sizes());
+            if (as_extracted) {
+              EXPECT_TRUE(torch::equal(ta, tb)) << "items from " << start << " layer " << m;
+              continue;
+            }
+            const auto allowed = tb.abs() * (steps * step) + 1e-5 * tb.abs().max();
+            EXPECT_TRUE(((ta - tb).abs() <= allowed).all().item<bool>())
+                << "items from " << start << " layer " << m << ": max |diff| "
+                << (ta - tb).abs().max().item<double>();
+            differing += (ta != tb).sum().item<int64_t>();
+            elements += tb.numel();
+          }
+      }
+    }
+    // A few rounding flips, not different features.
+    EXPECT_LE(differing * 100, elements) << differing << " of " << elements << " values differ";
+    std::cout << differing << " of " << elements
+              << " values differ in other batches than the extraction's\n";
+  }
+
+  static fs::path root_;
+  static std::shared_ptr<OnlineBackbone> backbone_;
+};
+
+fs::path OnlineDatasetTest::root_;
+std::shared_ptr<OnlineBackbone> OnlineDatasetTest::backbone_;
+
+TEST_F(OnlineDatasetTest, TrainingViewsEqualTheCachedOnes) {
+  const OnlineConfig cfg = base_config();
+  const OnlineDataset online(cfg, cfg.list, OnlineDataset::Views::kTrain, 5, 0, backbone_);
+  EXPECT_EQ(online.views_per_clip(), 3);
+  const CachedDataset cached(extract(online, "train-cache").string(), 0);
+  EXPECT_EQ(provenance(online.manifest()), provenance(cached.manifest()));
+  expect_same_items(online, cached, 5, 1.0);
+  // The same samples step by step, for the batch sizes a run would use.
+  for (int64_t batch : {1, 4, 7})
+    for (int64_t step = 0; step < 6; ++step)
+      EXPECT_EQ(online.train_batch(9, step, batch), cached.train_batch(9, step, batch))
+          << "step " << step << " batch " << batch;
+}
+
+TEST_F(OnlineDatasetTest, TestViewsAndDecoderLayersEqualTheCachedOnes) {
+  const OnlineConfig cfg = base_config();
+  // One decoder layer of the two tapped: the last block, as the cached path takes.
+  const OnlineDataset online(cfg, cfg.val_list, OnlineDataset::Views::kTest, 5, 1, backbone_);
+  EXPECT_EQ(online.views_per_clip(), 6);
+  EXPECT_EQ(online.layers(), 1);
+  const CachedDataset cached(extract(online, "val-cache").string(), 1);
+  EXPECT_EQ(provenance(online.manifest()), provenance(cached.manifest()));
+  expect_same_items(online, cached, 8, 1.0);
+}
+
+TEST_F(OnlineDatasetTest, StorageDtypeRoundingIsTheCaches) {
+  OnlineConfig cfg = base_config();
+  cfg.dtype = "bf16";
+  cfg.train_views = 1;
+  const OnlineDataset online(cfg, cfg.list, OnlineDataset::Views::kTrain, 2, 0, backbone_);
+  const CachedDataset cached(extract(online, "bf16-cache").string(), 0);
+  EXPECT_EQ(cached.manifest().dtype, cache::DType::kBF16);
+  expect_same_items(online, cached, 3, 1.0);
+  // The values are bf16-rounded; with --dtype fp16 they keep more bits.
+  cfg.dtype = "fp16";
+  const OnlineDataset fp16(cfg, cfg.list, OnlineDataset::Views::kTrain, 2, 0, backbone_);
+  const auto b = online.load({0}), h = fp16.load({0});
+  EXPECT_TRUE(torch::equal(b.x[0], b.x[0].to(torch::kBFloat16).to(torch::kFloat)));
+  EXPECT_FALSE(torch::equal(h.x[0], h.x[0].to(torch::kBFloat16).to(torch::kFloat)));
+  EXPECT_LE(fp16_steps(b.x[0], h.x[0]), 9.0);  // half a bf16 step + half an fp16 step
+}
+
+TEST_F(OnlineDatasetTest, ShortTrainingRunGivesTheCachedLosses) {
+  const OnlineConfig cfg = base_config();
+  const OnlineDataset train(cfg, cfg.list, OnlineDataset::Views::kTrain, 11, 0, backbone_);
+  const OnlineDataset val(cfg, cfg.val_list, OnlineDataset::Views::kTest, 11, 0, backbone_);
+  const CachedDataset train_cache(extract(train, "run-train-cache").string(), 0);
+  const CachedDataset val_cache(extract(val, "run-val-cache").string(), 0);
+
+  TrainConfig tc;
+  tc.steps = 4, tc.batch_size = 4, tc.batch_split = 2, tc.seed = 11, tc.lr = 1e-3;
+  tc.eval_every = 2, tc.save_every = 0, tc.log_every = 1, tc.mlp_dropout = 0.1;
+  std::vector<std::vector<double>> losses;
+  std::vector<double> top1;
+  for (const bool online : {true, false}) {
+    tc.out = (root_ / (online ? "run-online" : "run-cached")).string();
+    const TrainSummary s =
+        online ? train_head(tc, "", train, &val) : train_head(tc, "", train_cache, &val_cache);
+    EXPECT_EQ(s.steps, 4);
+    top1.push_back(s.val_top1);
+    std::ifstream metrics(fs::path(tc.out) / "metrics.jsonl");
+    std::vector<double> l;
+    for (std::string line; std::getline(metrics, line);)
+      l.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+    losses.push_back(l);
+  }
+  ASSERT_EQ(losses[0].size(), 4u);
+  ASSERT_EQ(losses[1].size(), 4u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(losses[0][i], losses[1][i], 1e-4 * losses[1][i]);
+  EXPECT_EQ(top1[0], top1[1]);
+  EXPECT_GE(top1[0], 0.0);
+}
+
+TEST_F(OnlineDatasetTest, ABrokenVideoStopsLoadingNamingTheFile) {
+  const fs::path list = root_ / "broken.txt", bad = root_ / "data" / "not_a_video.mp4";
+  std::ofstream(bad) << "this is not a video";
+  std::ofstream(list) << "not_a_video.mp4 1\n";  // relative to --root
+  OnlineConfig cfg = base_config();
+  const OnlineDataset online(cfg, list.string(), OnlineDataset::Views::kTrain, 0, 0, backbone_);
+  try {
+    online.load({0});
+    FAIL() << "a broken video was loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not_a_video.mp4"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("line 1"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(OnlineDatasetTest, CommandLineModesAndUsageErrors) {
+  const OnlineConfig cfg = base_config();
+  const std::string videos =
+      " --list " + cfg.list + " --root " + cfg.root + " --backbone " + kBackbone;
+  const fs::path out = root_ / "cli";
+  auto run = [&](const std::string& flags, const std::string& name) {
+    const std::string log = (root_ / (name + ".log")).string();
+    const int rc = sh(kTrainHead + " " + flags + " --out " + (out / name).string() +
+                      " --steps 2 --batch-size 2 --threads 1 >" + log + " 2>&1");
+    return std::pair{rc, read_text(log)};
+  };
+  // Usage errors (exit 2), each with a message naming the flag.
+  const auto cache_and_online = run("--online --cache /nonexistent" + videos, "e1");
+  EXPECT_EQ(cache_and_online.first, 2) << cache_and_online.second;
+  EXPECT_NE(cache_and_online.second.find("--cache"), std::string::npos);
+  const auto val_cache_and_online = run("--online --val-cache /nonexistent" + videos, "e2");
+  EXPECT_EQ(val_cache_and_online.first, 2) << val_cache_and_online.second;
+  const auto list_without_online = run("--cache /nonexistent --list " + cfg.list, "e3");
+  EXPECT_EQ(list_without_online.first, 2) << list_without_online.second;
+  EXPECT_NE(list_without_online.second.find("--list"), std::string::npos);
+  const auto frames_without_online = run("--cache /nonexistent --frames 4", "e4");
+  EXPECT_EQ(frames_without_online.first, 2) << frames_without_online.second;
+  EXPECT_NE(frames_without_online.second.find("--frames"), std::string::npos);
+  const auto flip_without_online = run("--cache /nonexistent --flip", "e5");
+  EXPECT_EQ(flip_without_online.first, 2) << flip_without_online.second;
+  const auto online_without_list = run("--online --backbone " + kBackbone, "e6");
+  EXPECT_EQ(online_without_list.first, 2) << online_without_list.second;
+  const auto no_train_views =
+      run("--online --train-views 0 --frames 4 --stride 3 --layers last2" + videos, "e7");
+  EXPECT_EQ(no_train_views.first, 2) << no_train_views.second;
+
+  // A real online run records its online settings in config.ini.
+  const auto ok =
+      run("--online --frames 4 --stride 3 --layers last2 --val-list " + cfg.val_list + videos,
+          "online");
+  ASSERT_EQ(ok.first, 0) << ok.second;
+  const std::string ini = read_text(out / "online" / "config.ini");
+  for (const char* line :
+       {"online = true", "frames = 4", "layers = last2", "dtype = fp16", "train-views = 1"})
+    EXPECT_NE(ini.find(line), std::string::npos) << line << " not in\n" << ini;
+  EXPECT_TRUE(fs::exists(out / "online" / "last.pth"));
+}
+
+}  // namespace
