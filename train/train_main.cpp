@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
       "init", po::value(&c.init), "initialise from an evl or official EVL .pth")(
       "init-lr-scale", po::value(&c.init_lr_scale)->default_value(c.init_lr_scale),
       "LR and weight-decay factor for all but the classifier (fine-tuning: 0.1)")(
-      "resume", po::bool_switch(&c.resume), "continue RUN_DIR/last.pth")(
+      "resume", po::bool_switch(&c.resume), "continue RUN_DIR/last.pth (--init is then ignored)")(
       "threads", po::value(&c.threads)->default_value(c.threads), "torch threads (0: default)");
   const auto online = online_options(c.online);
   o.add(online);

@@ -145,7 +145,6 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
                   "--batch-size (", cfg.batch_size,
                   ") must be a positive multiple of --batch-split (", cfg.batch_split,
                   ") and --steps positive");
-  EVL_CHECK_USAGE(!(cfg.resume && !cfg.init.empty()), "--resume and --init cannot be combined");
   EVL_CHECK_USAGE(cfg.init_lr_scale > 0, "--init-lr-scale must be positive");
   if (cfg.threads > 0) torch::set_num_threads(static_cast<int>(cfg.threads));
   const torch::Device device(cfg.device);
@@ -197,7 +196,9 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
     EVL_CHECK_USAGE(fs::exists(last), "--resume: '", last.string(), "' does not exist");
     start = load_training_checkpoint(last.string(), head, opt, &scaler);
     last_good = last.string();
-    log::info("resuming '", cfg.out, "' at step ", start);
+    // A requeued batch job repeats its command line: --init only seeds a new run.
+    log::info("resuming '", cfg.out, "' at step ", start,
+              cfg.init.empty() ? "" : " (--init is ignored: the run already holds its weights)");
   } else {
     EVL_CHECK_USAGE(
         !fs::exists(last), "run directory '", cfg.out,

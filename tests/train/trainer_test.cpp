@@ -261,6 +261,11 @@ TEST(Trainer, InitFineTunesWithANewClassifierAndScaledLr) {
   }
   // The classifier was re-initialised and trained at the full LR: moves of ~1e-2.
   EXPECT_GT((post.at("proj.2.bias")).abs().max().item<double>(), 0.5e-2);
+  // A requeued job repeats its command line: --resume with --init continues the run.
+  auto again = f;
+  again.resume = true, again.steps = 2;
+  EXPECT_NO_THROW(train_head(again, ""));
+  EXPECT_TRUE(fs::exists(fs::path(f.out) / "checkpoint-2.pth"));
   // A classifier of the right class count is reused, any other mismatch still fails.
   auto g = f;
   g.out = (tmp.path / "same_classes").string();
