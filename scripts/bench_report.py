@@ -391,6 +391,10 @@ def section_train(d, j):
     if cache and mem:
         rows.append(["train step fed from the cache vs the same batch held in memory",
                      f"{fmt(cache)} samples/s", f"{fmt(mem)} samples/s", pct(cache / mem)])
+    mem_bf16 = j.get("samples_per_s_memory_bf16")
+    if mem and mem_bf16:
+        rows.append(["head train step, CPU bf16 autocast vs fp32 (batch in memory)",
+                     f"{fmt(mem_bf16)} samples/s", f"{fmt(mem)} samples/s", ratio(mem_bf16 / mem)])
     if cache and online:
         rows.append(["train step from the cache vs online (decode + backbone + head)",
                      f"{fmt(cache)} samples/s", f"{fmt(online)} samples/s",

@@ -21,13 +21,17 @@ start=$(date +%s)
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-step "1/7 synthetic motion dataset (4 classes: moving right/left/down/up; no single frame tells them apart)"
-$PY scripts/make_motion_dataset.py --out "$OUT/data" --classes 4 --per-class 80 --frames 16 \
-  --size 64x64 --seed 0 --split-ratio 0.75
+step "1/7 synthetic motion dataset (4 classes: the camera pans right/left/down/up; no single frame tells them apart)"
+$PY scripts/make_motion_dataset.py --out "$OUT/data" \
+  --classes panning_right,panning_left,panning_down,panning_up --per-class 100 --frames 16 \
+  --size 64x64 --seed 0 --split-ratio 0.6
 
 step "2/7 a small CLIP-shaped backbone with random weights (width 128, 4 blocks, patch 8, 32x32 input)"
+# --tied-qk: key projection = query projection, so attention compares what tokens
+# show (as a trained ViT's does) and EVL's cross-frame attention can follow motion.
 BACKBONE=$OUT/backbone.pt
-$PY scripts/make_clip_backbone.py --width 128 --layers 4 --patch 8 --image-size 32 --seed 0 -o "$BACKBONE"
+$PY scripts/make_clip_backbone.py --width 128 --layers 4 --patch 8 --image-size 32 --seed 0 \
+  --tied-qk --pos-scale 0.3 -o "$BACKBONE"
 
 common=(--root "$OUT/data" --backbone "$BACKBONE" --frames 8 --stride 2 --layers last2 --threads "$THREADS")
 step "3/7 evl_extract: 2 augmented training views per clip, 1 test view per validation clip"
@@ -38,8 +42,8 @@ rm -rf "$OUT/cache-val"
 "$BIN/evl_extract" --list "$OUT/data/val.txt" --out "$OUT/cache-val" "${common[@]}"
 "$BIN/evl_cache" info "$OUT/cache-train"
 
-train=(--cache "$OUT/cache-train" --val-cache "$OUT/cache-val" --steps 150 --batch-size 24 --lr 1e-3
-       --eval-every 40 --save-every 120 --log-every 20 --threads "$THREADS")
+train=(--cache "$OUT/cache-train" --val-cache "$OUT/cache-val" --steps 200 --batch-size 32 --lr 2e-3
+       --eval-every 50 --save-every 100 --log-every 20 --threads "$THREADS")
 step "4/7 evl_train_head: EVL head with temporal conv, position embedding and cross-frame attention"
 "$BIN/evl_train_head" "${train[@]}" --out "$OUT/run-temporal"
 step "5/7 evl_train_head: the same head with every temporal module switched off"
@@ -68,7 +72,8 @@ def ev(name):
     return m.get("top1"), m.get("top5"), m.get("mean_class_accuracy")
 ens = json.load(open(f"{out}/ensemble.json"))
 chosen = ens.get("chosen", {})
-print("\n== results (validation, 80 clips, 4 classes: chance is 25%)")
+n_val = sum(1 for line in open(f"{out}/data/val.txt") if line.strip())
+print(f"\n== results (validation, {n_val} clips, 4 classes: chance is 25%)")
 print(f"{'model':<34}{'top-1':>8}{'top-5':>8}{'mean class':>12}")
 for label, name in [("EVL head, temporal modules on", "temporal"), ("EVL head, temporal modules off", "plain")]:
     t1, t5, mc = ev(name)

@@ -120,12 +120,35 @@ def randomise(model: VisionTransformer, seed: int) -> None:
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
 
 
+def tie_query_key(model: VisionTransformer, pos_scale: float) -> None:
+    """Key projection = query projection in every block, and a weaker position embedding.
+
+    With random independent W_q and W_k, q.k is a random bilinear form of two
+    tokens, so attention (and EVL's temporal cross attention, which reads the
+    backbone's q and k) ignores what the tokens show. Tying them makes q_i.k_j
+    = (W_q x_i).(W_q x_j), a similarity: tokens attend to tokens that look
+    alike, as a trained ViT's attention largely does, and cross-frame attention
+    follows moving content. Scaling the position embedding down keeps position
+    from dominating that similarity.
+    """
+    with torch.no_grad():
+        for block in model.transformer.resblocks:
+            w, b = block.attn.in_proj_weight, block.attn.in_proj_bias
+            c = w.shape[1]
+            w[c:2 * c].copy_(w[:c])
+            b[c:2 * c].copy_(b[:c])
+        model.positional_embedding.mul_(pos_scale)
+
+
 def build(width: int, layers: int, patch: int, image_size: int, embed_dim: int,
-          heads: int = 0, seed: int = 0) -> CLIPVisualOnly:
+          heads: int = 0, seed: int = 0, tied_qk: bool = False,
+          pos_scale: float = 1.0) -> CLIPVisualOnly:
     heads = heads or max(1, width // 64)
     torch.manual_seed(seed)
     visual = VisionTransformer(image_size, patch, width, layers, heads, embed_dim)
     randomise(visual, seed)
+    if tied_qk:
+        tie_query_key(visual, pos_scale)
     return CLIPVisualOnly(visual).eval()
 
 
@@ -146,6 +169,10 @@ def main() -> None:
     ap.add_argument("--embed-dim", type=int)
     ap.add_argument("--heads", type=int, default=0, help="default width/64")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tied-qk", action="store_true",
+                    help="key projection = query projection (similarity attention; see tie_query_key)")
+    ap.add_argument("--pos-scale", type=float, default=1.0,
+                    help="with --tied-qk: factor on the position embedding")
     ap.add_argument("-o", "--output", required=True)
     a = ap.parse_args()
     width, layers, patch, size, embed = PRESETS[a.preset] if a.preset else (0, 0, 0, 0, 0)
@@ -158,7 +185,9 @@ def main() -> None:
         ap.error("give --preset or all of --width --layers --patch --image-size")
     if size % patch:
         ap.error(f"--image-size {size} is not a multiple of --patch {patch}")
-    model = build(width, layers, patch, size, embed, a.heads, a.seed)
+    if a.pos_scale != 1.0 and not a.tied_qk:
+        ap.error("--pos-scale only goes with --tied-qk")
+    model = build(width, layers, patch, size, embed, a.heads, a.seed, a.tied_qk, a.pos_scale)
     save_torchscript(model, a.output)
     print(f"wrote {a.output}: width {width}, layers {layers}, patch {patch}, "
           f"image {size}, embed {embed}, heads {a.heads or max(1, width // 64)}")

@@ -4,7 +4,10 @@
 Each video shows a textured square over a random textured background; the class
 is what happens over time: moving right/left/down/up (on a wrap-around torus),
 rotating clockwise/counter-clockwise, growing/shrinking, a second object
-appearing/disappearing. Like Something-Something, no single frame tells the
+appearing/disappearing, the camera panning right/left/down/up (the whole
+static scene slides over the torus, a few pixels per frame: the easiest for a
+backbone that knows nothing, since every patch moves), or the light fading
+in/out (brightness ramps; position in time alone tells them apart). Like Something-Something, no single frame tells the
 classes apart:
 
   * every class is one of a pair (forward, reversed): the reversed class's
@@ -45,6 +48,9 @@ CLASSES = [
     "rotating_clockwise", "rotating_counterclockwise",
     "growing", "shrinking",
     "appearing", "disappearing",
+    "panning_right", "panning_left",
+    "panning_down", "panning_up",
+    "fading_in", "fading_out",
 ]
 
 
@@ -179,6 +185,22 @@ def render_video(seed, label, index, frames, w, h):
 
     draw_squares(video, second[None].repeat(frames, 0), random_object_texture(rng), second_visible)
     draw_squares(video, main, random_object_texture(rng), np.ones(frames, bool))
+    if pair in (5, 6):  # the camera pans: the whole static scene slides over the torus
+        speed = rng.uniform(0.05, 0.09) * (w if pair == 5 else h)
+        shifts = np.round(speed * t).astype(np.int64)
+        axis = 1 if pair == 5 else 0
+        video = np.stack([np.roll(video[i], shifts[i], axis=axis) for i in range(frames)])
+    # Lighting: fading_in ramps the brightness gain up over the clip; every other
+    # class holds one gain drawn from the ramp at a uniformly random frame, so a
+    # single frame's brightness has the same distribution in every class.
+    lo, hi = rng.uniform(0.2, 0.45), rng.uniform(0.9, 1.1)
+    if pair == 7:
+        gain = lo + (hi - lo) * t / max(frames - 1, 1)
+    else:
+        gain = np.full(frames, lo + (hi - lo) * rng.integers(0, frames) / max(frames - 1, 1),
+                       dtype=np.float32)
+    video = np.clip(video.astype(np.float32) * gain[:, None, None, None] + 0.5, 0,
+                    255).astype(np.uint8)
     return video[::-1].copy() if reverse else video
 
 

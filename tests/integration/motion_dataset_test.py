@@ -21,7 +21,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GENERATOR = os.path.join(HERE, "..", "..", "scripts", "make_motion_dataset.py")
-CLASSES = 10
+CLASSES = 14
 PER_CLASS = 30
 FRAMES = 16
 W, H = 48, 48

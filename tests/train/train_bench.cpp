@@ -31,6 +31,7 @@
 #include "extract/pipeline.h"
 #include "train/cached_dataset.h"
 #include "train/head.h"
+#include "train/mixed_precision.h"
 #include "train/online_dataset.h"
 #include "train/trainer.h"
 
@@ -179,9 +180,15 @@ int main(int argc, char** argv) try {
   const HeadConfig hc = head_config_for(tc, man, data.layers(), 400);
   EvlHead head(hc);
   torch::optim::AdamW opt(head->parameters(), torch::optim::AdamWOptions(4e-4).weight_decay(0.05));
+  TrainPrecision precision = TrainPrecision::kFp32;
   auto train_step = [&](const FeatureBatch& b) {
     opt.zero_grad();
-    torch::cross_entropy_loss(head->forward(b.x, b.q, b.k), b.labels).backward();
+    torch::Tensor logits;
+    {
+      AutocastGuard autocast(precision, torch::Device("cpu"));
+      logits = head->forward(b.x, b.q, b.k);
+    }
+    torch::cross_entropy_loss(logits.to(torch::kFloat), b.labels).backward();
     opt.step();
   };
 
@@ -191,6 +198,14 @@ int main(int argc, char** argv) try {
   auto t0 = Clock::now();
   for (int64_t s = 0; s < cache_steps; ++s) train_step(fixed);
   const double mem = static_cast<double>(cache_steps * batch) / seconds_since(t0);
+  // The same step under CPU bf16 autocast (evl_train_head --precision bf16), to
+  // choose --precision auto's CPU default.
+  precision = TrainPrecision::kBf16;
+  train_step(fixed);  // warm-up
+  t0 = Clock::now();
+  for (int64_t s = 0; s < cache_steps; ++s) train_step(fixed);
+  const double mem_bf16 = static_cast<double>(cache_steps * batch) / seconds_since(t0);
+  precision = TrainPrecision::kFp32;
   const uint64_t before = data.bytes_read();
   t0 = Clock::now();
   for (int64_t s = 0; s < cache_steps; ++s) train_step(data.load(data.train_batch(seed, s, batch)));
@@ -221,6 +236,8 @@ int main(int argc, char** argv) try {
   std::printf("train samples/s from cache:  %8.3f  (%lld steps)\n", disk,
               static_cast<long long>(cache_steps));
   std::printf("train samples/s from memory: %8.3f  (cache/memory %.1f%%)\n", mem, 100 * disk / mem);
+  std::printf("train samples/s from memory, bf16 autocast: %8.3f  (bf16/fp32 %.2fx)\n", mem_bf16,
+              mem_bf16 / mem);
   std::printf(
       "train samples/s online:      %8.3f  (%lld steps; decode+views %.1f s, backbone %.1f s, "
       "head %.1f s; backbone load %.1f s not counted)\n",
@@ -250,6 +267,7 @@ int main(int argc, char** argv) try {
       {"online_steps", online_steps},
       {"samples_per_s_cache", disk},
       {"samples_per_s_memory", mem},
+      {"samples_per_s_memory_bf16", mem_bf16},
       {"samples_per_s_online", on},
       {"cache_over_online", disk / on},
       {"online_decode_s", st.decode_s},
