@@ -380,7 +380,8 @@ def section_train(d, j):
         d(f"{j.get('model')} (random weights; width {j.get('width')}, {j.get('depth')} blocks, "
           f"{j.get('grid')}x{j.get('grid')} grid), {j.get('clips')} real clips, "
           f"{j.get('frames')} frames, {j.get('layers')} layers, fp16 qk cache extracted "
-          f"beforehand, batch {j.get('batch')}, fp32 CPU, {j.get('threads')} threads. "
+          f"beforehand, batch {j.get('batch')}, head in {j.get('head_precision', 'fp32')} on CPU "
+          f"(`--precision auto`), {j.get('threads')} threads. "
           f"Baselines in the same run on the same items: the batch held in memory, and the "
           f"online step (decode + views + frozen backbone + head, `evl_train_head --online`'s "
           f"source; {j.get('online_steps')} steps vs {j.get('cache_steps')} from the cache).", "")
@@ -391,10 +392,10 @@ def section_train(d, j):
     if cache and mem:
         rows.append(["train step fed from the cache vs the same batch held in memory",
                      f"{fmt(cache)} samples/s", f"{fmt(mem)} samples/s", pct(cache / mem)])
-    mem_bf16 = j.get("samples_per_s_memory_bf16")
-    if mem and mem_bf16:
-        rows.append(["head train step, CPU bf16 autocast vs fp32 (batch in memory)",
-                     f"{fmt(mem_bf16)} samples/s", f"{fmt(mem)} samples/s", ratio(mem_bf16 / mem)])
+    mem_fp32, prec = j.get("samples_per_s_memory_fp32"), j.get("head_precision", "fp32")
+    if mem and mem_fp32 and prec != "fp32":
+        rows.append([f"head train step, {prec} autocast (--precision auto) vs fp32, batch in memory",
+                     f"{fmt(mem)} samples/s", f"{fmt(mem_fp32)} samples/s", ratio(mem / mem_fp32)])
     if cache and online:
         rows.append(["train step from the cache vs online (decode + backbone + head)",
                      f"{fmt(cache)} samples/s", f"{fmt(online)} samples/s",

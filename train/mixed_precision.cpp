@@ -6,13 +6,31 @@
 #include <ATen/autocast_mode.h>
 
 #include <cmath>
+#include <fstream>
+#include <string>
 
 #include "common/check.h"
 
 namespace evl {
 
+bool cpu_has_native_bf16() {
+  static const bool native = [] {
+    std::ifstream f("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(f, line))
+      if (line.rfind("flags", 0) == 0)
+        return line.find(" avx512_bf16") != std::string::npos ||
+               line.find(" amx_bf16") != std::string::npos;
+    return false;
+  }();
+  return native;
+}
+
 TrainPrecision resolve_train_precision(const std::string& name, const torch::Device& device) {
-  if (name == "auto") return device.is_cuda() ? TrainPrecision::kFp16 : TrainPrecision::kFp32;
+  if (name == "auto") {
+    if (device.is_cuda()) return TrainPrecision::kFp16;
+    return cpu_has_native_bf16() ? TrainPrecision::kBf16 : TrainPrecision::kFp32;
+  }
   if (name == "fp32") return TrainPrecision::kFp32;
   if (name == "bf16") return TrainPrecision::kBf16;
   if (name == "fp16") {

@@ -6,6 +6,8 @@
 #include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "common/check.h"
 
 using namespace evl;
@@ -112,7 +114,11 @@ TEST(Autocast, CpuBf16GuardCastsMatmulsAndRestores) {
 
 TEST(Autocast, PrecisionNames) {
   const torch::Device cpu("cpu");
-  EXPECT_EQ(resolve_train_precision("auto", cpu), TrainPrecision::kFp32);
+  // auto on CPU: bf16 exactly where the CPU has native bf16 instructions.
+  const int native = std::system("grep -qE '^flags.* (avx512_bf16|amx_bf16)' /proc/cpuinfo");
+  EXPECT_EQ(resolve_train_precision("auto", cpu),
+            native == 0 ? TrainPrecision::kBf16 : TrainPrecision::kFp32);
+  EXPECT_EQ(resolve_train_precision("fp32", cpu), TrainPrecision::kFp32);
   EXPECT_EQ(resolve_train_precision("bf16", cpu), TrainPrecision::kBf16);
   EXPECT_EQ(resolve_train_precision("auto", torch::Device("cuda")), TrainPrecision::kFp16);
   EXPECT_THROW(resolve_train_precision("fp16", cpu), UsageError);

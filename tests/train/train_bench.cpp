@@ -197,15 +197,14 @@ int main(int argc, char** argv) try {
   train_step(fixed);  // warm-up
   auto t0 = Clock::now();
   for (int64_t s = 0; s < cache_steps; ++s) train_step(fixed);
-  const double mem = static_cast<double>(cache_steps * batch) / seconds_since(t0);
-  // The same step under CPU bf16 autocast (evl_train_head --precision bf16), to
-  // choose --precision auto's CPU default.
-  precision = TrainPrecision::kBf16;
+  const double mem_fp32 = static_cast<double>(cache_steps * batch) / seconds_since(t0);
+  // Everything below at evl_train_head's --precision auto (CPU: bf16 autocast
+  // where the CPU has native bf16, else fp32); this line is what chose it.
+  precision = resolve_train_precision("auto", torch::Device("cpu"));
   train_step(fixed);  // warm-up
   t0 = Clock::now();
   for (int64_t s = 0; s < cache_steps; ++s) train_step(fixed);
-  const double mem_bf16 = static_cast<double>(cache_steps * batch) / seconds_since(t0);
-  precision = TrainPrecision::kFp32;
+  const double mem = static_cast<double>(cache_steps * batch) / seconds_since(t0);
   const uint64_t before = data.bytes_read();
   t0 = Clock::now();
   for (int64_t s = 0; s < cache_steps; ++s) train_step(data.load(data.train_batch(seed, s, batch)));
@@ -229,15 +228,15 @@ int main(int argc, char** argv) try {
 
   std::printf(
       "%s (width %lld, %lld blocks), %lld real clips, 8x16 frames, layers %s, fp16 qk cache, "
-      "batch %lld, fp32 CPU, %d threads\n",
+      "batch %lld, head %s on CPU, %d threads\n",
       fs::path(model).filename().c_str(), static_cast<long long>(man.backbone.width),
       static_cast<long long>(man.backbone.depth), static_cast<long long>(clips), oc.layers.c_str(),
-      static_cast<long long>(batch), torch::get_num_threads());
+      static_cast<long long>(batch), to_string(precision), torch::get_num_threads());
   std::printf("train samples/s from cache:  %8.3f  (%lld steps)\n", disk,
               static_cast<long long>(cache_steps));
   std::printf("train samples/s from memory: %8.3f  (cache/memory %.1f%%)\n", mem, 100 * disk / mem);
-  std::printf("train samples/s from memory, bf16 autocast: %8.3f  (bf16/fp32 %.2fx)\n", mem_bf16,
-              mem_bf16 / mem);
+  std::printf("train samples/s from memory, fp32: %8.3f  (%s/fp32 %.2fx)\n", mem_fp32,
+              to_string(precision), mem / mem_fp32);
   std::printf(
       "train samples/s online:      %8.3f  (%lld steps; decode+views %.1f s, backbone %.1f s, "
       "head %.1f s; backbone load %.1f s not counted)\n",
@@ -267,7 +266,8 @@ int main(int argc, char** argv) try {
       {"online_steps", online_steps},
       {"samples_per_s_cache", disk},
       {"samples_per_s_memory", mem},
-      {"samples_per_s_memory_bf16", mem_bf16},
+      {"samples_per_s_memory_fp32", mem_fp32},
+      {"head_precision", to_string(precision)},
       {"samples_per_s_online", on},
       {"cache_over_online", disk / on},
       {"online_decode_s", st.decode_s},

@@ -209,6 +209,7 @@ TEST(Trainer, CpuBf16AutocastLearnsLikeFp32) {
   c.val_cache = (tmp.path / "val").string();
   c.steps = 120, c.batch_size = 16, c.batch_split = 1, c.save_every = 0, c.log_every = 0;
   c.mlp_dropout = 0.0, c.cls_dropout = 0.0;
+  c.precision = "fp32";
   const auto fp32 = train_head(c, "");
   c.out = (tmp.path / "run_bf16").string();
   c.precision = "bf16";
