@@ -83,8 +83,8 @@ AutocastGuard::~AutocastGuard() {
   }
 }
 
-GradScaler::GradScaler(bool enabled, double init_scale, double growth_factor,
-                       double backoff_factor, int64_t growth_interval)
+GradScaler::GradScaler(bool enabled, double init_scale, double growth_factor, double backoff_factor,
+                       int64_t growth_interval)
     : enabled_(enabled),
       scale_(init_scale),
       growth_(growth_factor),
@@ -129,9 +129,8 @@ bool GradScaler::step(torch::optim::Optimizer& optimizer) {
 }
 
 void GradScaler::load_state(double scale, int64_t growth_tracker) {
-  EVL_CHECK(scale > 0 && std::isfinite(scale) && growth_tracker >= 0,
-            "loss scaler state: scale ", scale, ", growth tracker ", growth_tracker,
-            " is not valid");
+  EVL_CHECK(scale > 0 && std::isfinite(scale) && growth_tracker >= 0, "loss scaler state: scale ",
+            scale, ", growth tracker ", growth_tracker, " is not valid");
   scale_ = scale;
   growth_tracker_ = growth_tracker;
 }

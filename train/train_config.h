@@ -87,12 +87,12 @@ struct TrainConfig {
   bool no_temporal_conv = false;
   bool no_temporal_pos_embed = false;
   bool no_temporal_cross_attention = false;
-  std::string init;     // official or evl .pth to start from (parameters only)
+  std::string init;            // official or evl .pth to start from (parameters only)
   double init_lr_scale = 1.0;  // LR and weight decay factor for all but the classifier
                                // (fine-tuning from --init: the paper uses 0.1)
-  bool resume = false;  // continue from <out>/last.pth
-  int64_t threads = 0;  // torch intra-op threads (0: leave the default)
-  OnlineConfig online;  // --online (cache and val_cache then stay empty)
+  bool resume = false;         // continue from <out>/last.pth
+  int64_t threads = 0;         // torch intra-op threads (0: leave the default)
+  OnlineConfig online;         // --online (cache and val_cache then stay empty)
 };
 
 }  // namespace evl

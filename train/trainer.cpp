@@ -158,8 +158,8 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
   const int64_t classes = cfg.num_classes > 0 ? cfg.num_classes : max_label + 1;
   EVL_CHECK(classes > 0, train.where(),
             " has no labels; pass --num-classes or extract with labels");
-  EVL_CHECK(max_label < classes, train.where(), " has label ", max_label,
-            " but --num-classes is ", classes);
+  EVL_CHECK(max_label < classes, train.where(), " has label ", max_label, " but --num-classes is ",
+            classes);
   if (val) {
     EVL_CHECK(val->layers() == layers, "validation ", val->where(), " gives ", val->layers(),
               " decoder layers, training gives ", layers);
@@ -181,8 +181,9 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
   const double scale = cfg.init_lr_scale;
   torch::optim::AdamW opt(
       std::vector<torch::optim::OptimizerParamGroup>{
-          {body, std::make_unique<torch::optim::AdamWOptions>(
-                     torch::optim::AdamWOptions(cfg.lr * scale).weight_decay(cfg.weight_decay * scale))},
+          {body,
+           std::make_unique<torch::optim::AdamWOptions>(
+               torch::optim::AdamWOptions(cfg.lr * scale).weight_decay(cfg.weight_decay * scale))},
           {classifier, std::make_unique<torch::optim::AdamWOptions>(
                            torch::optim::AdamWOptions(cfg.lr).weight_decay(cfg.weight_decay))}},
       torch::optim::AdamWOptions(cfg.lr).weight_decay(cfg.weight_decay));
@@ -237,8 +238,8 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
         AutocastGuard autocast(precision, device);
         logits = head->forward(b.x, b.q, b.k);
       }
-      auto loss = torch::cross_entropy_loss(logits.to(torch::kFloat), b.labels) /
-                  double(cfg.batch_split);
+      auto loss =
+          torch::cross_entropy_loss(logits.to(torch::kFloat), b.labels) / double(cfg.batch_split);
       scaler.scale(loss).backward();
       loss_sum += loss.item<double>();
     }

@@ -221,8 +221,7 @@ TEST(Trainer, CpuBf16AutocastLearnsLikeFp32) {
   const auto b = params_of(fs::path(tmp.path / "run_bf16" / "last.pth").string());
   for (const auto& [name, t] : a) {
     EXPECT_EQ(b.at(name).scalar_type(), torch::kFloat) << name;  // master weights stay fp32
-    EXPECT_LE((t - b.at(name)).norm().item<double>(), 0.1 * t.norm().item<double>() + 0.05)
-        << name;
+    EXPECT_LE((t - b.at(name)).norm().item<double>(), 0.1 * t.norm().item<double>() + 0.05) << name;
   }
   c.precision = "fp16";  // CUDA only
   c.out = (tmp.path / "run_fp16").string();
