@@ -10,6 +10,7 @@
 #include "cache/cache.h"
 #include "cache/lmdb_env.h"
 #include "common/check.h"
+#include "common/random.h"
 
 namespace evl::cache {
 
@@ -171,33 +172,11 @@ void CacheReader::with_record(const std::string& key,
   impl_->visit(i, fn);
 }
 
-namespace {
-
-// splitmix64: a fixed, platform-independent generator (std:: distributions
-// differ between standard libraries, which would change epochs across builds).
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-// Uniform in [0, n) without modulo bias: reject the 2^64 mod n lowest draws.
-uint64_t below(uint64_t& state, uint64_t n) {
-  const uint64_t threshold = (0 - n) % n;
-  for (;;) {
-    const uint64_t x = splitmix64(state);
-    if (x >= threshold) return x % n;
-  }
-}
-
-}  // namespace
-
 std::vector<int64_t> CacheReader::epoch_order(uint64_t seed, int64_t epoch) const {
   std::vector<int64_t> order(static_cast<size_t>(size()));
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
-  uint64_t state = seed ^ (0xd1b54a32d192ed03ULL * (static_cast<uint64_t>(epoch) + 1));
-  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[below(state, i)]);
+  uint64_t state = rng::read_order_state(seed, epoch);
+  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng::below(state, i)]);
   return order;
 }
 

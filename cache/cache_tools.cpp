@@ -11,7 +11,9 @@
 #include <sstream>
 
 #include "cache/lmdb_env.h"
+#include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/time.h"
 #include "evl/version.h"
 
 namespace evl::cache {
@@ -47,15 +49,6 @@ std::string human_bytes(double b) {
 }
 
 }  // namespace
-
-std::string utc_now_iso8601() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 uint64_t record_bytes(const Manifest& m) {
   Record r;
@@ -203,11 +196,10 @@ Manifest load_merge_input(const std::string& dir) {
   EVL_CHECK(!partials.empty(), "cache '", dir,
             "': no manifest.json and no shard manifests (not an evl cache?)");
   std::sort(partials.begin(), partials.end());
-  Manifest joined =
-      Manifest::from_json(detail::read_file(partials[0].string()), partials[0].string());
+  Manifest joined = Manifest::from_json(read_file(partials[0].string()), partials[0].string());
   joined.shards.clear();
   for (const auto& p : partials) {
-    const Manifest m = Manifest::from_json(detail::read_file(p.string()), p.string());
+    const Manifest m = Manifest::from_json(read_file(p.string()), p.string());
     check_matches(joined, m, p.string());
     joined.shards.insert(joined.shards.end(), m.shards.begin(), m.shards.end());
   }
@@ -251,7 +243,7 @@ void merge_caches(const std::string& out_dir, const std::vector<std::string>& in
     manifests.push_back(load_merge_input(in));
     check_matches(first, manifests.back(), "merge: cache '" + in + "'", all_fields);
     if (first.storage == StorageMode::kCompact) {
-      const std::string bytes = detail::read_file((fs::path(in) / "qk_weights.evl").string());
+      const std::string bytes = read_file((fs::path(in) / "qk_weights.evl").string());
       if (weights_bytes.empty()) weights_bytes = bytes;
       EVL_CHECK(bytes == weights_bytes, "merge: cache '", in, "': qk_weights.evl differs from '",
                 inputs[0], "'s");
@@ -289,8 +281,7 @@ void merge_caches(const std::string& out_dir, const std::vector<std::string>& in
     }
   }
   if (!weights_bytes.empty())
-    detail::write_file_atomic((fs::path(out_dir) / "qk_weights.evl").string(), weights_bytes.data(),
-                              weights_bytes.size());
+    write_file_atomic((fs::path(out_dir) / "qk_weights.evl").string(), weights_bytes);
   out.save(out_dir);  // last: a merge killed midway leaves no manifest
 }
 

@@ -72,7 +72,4 @@ void merge_caches(const std::string& out_dir, const std::vector<std::string>& in
 // Returns the number of records written.
 int64_t export_h5(const std::string& dir, const std::string& h5_path, int64_t limit);
 
-// "2026-11-26T03:52:12Z"
-std::string utc_now_iso8601();
-
 }  // namespace evl::cache

@@ -1,66 +1,26 @@
 // `evl_cache export`: records to HDF5 as float32, one group per clip-view, with
-// Q/K recomputed from the frozen weights for compact caches. HDF5 C API with a
-// move-only RAII id; not a general HDF5 writer.
+// Q/K recomputed from the frozen weights for compact caches. HDF5 through the
+// shared wrapper (common/h5.h), written atomically; not a general HDF5 writer.
 #include <hdf5.h>
 
 #include <vector>
 
 #include "cache/cache_tools.h"
+#include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/h5.h"
 #include "common/progress.h"
 
 namespace evl::cache {
 
 namespace {
 
-// Owns one HDF5 id and closes it with the matching H5*close.
-class H5Id {
- public:
-  H5Id(hid_t id, herr_t (*closer)(hid_t), const std::string& what) : id_(id), closer_(closer) {
-    EVL_CHECK(id >= 0, "HDF5: ", what, " failed");
-  }
-  ~H5Id() {
-    if (id_ >= 0) closer_(id_);
-  }
-  H5Id(const H5Id&) = delete;
-  H5Id& operator=(const H5Id&) = delete;
-  hid_t get() const { return id_; }
-
- private:
-  hid_t id_;
-  herr_t (*closer_)(hid_t);
-};
-
-void check_h5(herr_t rc, const std::string& what) { EVL_CHECK(rc >= 0, "HDF5: ", what, " failed"); }
+using H5Id = h5::Id;
 
 void write_f32(hid_t group, const std::string& name, const std::vector<int64_t>& shape,
                const float* data, const std::string& where) {
-  std::vector<hsize_t> dims(shape.begin(), shape.end());
-  H5Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose,
-             where + ": dataspace for '" + name + "'");
-  H5Id ds(H5Dcreate2(group, name.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, H5P_DEFAULT,
-                     H5P_DEFAULT),
-          H5Dclose, where + ": create dataset '" + name + "'");
-  check_h5(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
-           where + ": write dataset '" + name + "'");
-}
-
-void attr_string(hid_t obj, const char* name, const std::string& value) {
-  H5Id type(H5Tcopy(H5T_C_S1), H5Tclose, "string type");
-  check_h5(H5Tset_size(type.get(), H5T_VARIABLE), "H5Tset_size");
-  check_h5(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset");
-  H5Id space(H5Screate(H5S_SCALAR), H5Sclose, "scalar space");
-  H5Id attr(H5Acreate2(obj, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose,
-            std::string("attribute ") + name);
-  const char* p = value.c_str();
-  check_h5(H5Awrite(attr.get(), type.get(), &p), std::string("write attribute ") + name);
-}
-
-void attr_int(hid_t obj, const char* name, int64_t value) {
-  H5Id space(H5Screate(H5S_SCALAR), H5Sclose, "scalar space");
-  H5Id attr(H5Acreate2(obj, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose,
-            std::string("attribute ") + name);
-  check_h5(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value), std::string("write attribute ") + name);
+  const std::vector<hsize_t> dims(shape.begin(), shape.end());
+  h5::write_dataset(group, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, dims, data, where);
 }
 
 }  // namespace
@@ -72,12 +32,16 @@ int64_t export_h5(const std::string& dir, const std::string& h5_path, int64_t li
   Record weights;
   if (m.storage == StorageMode::kCompact) weights = load_qk_weights(dir);
 
-  H5Id file(H5Fcreate(h5_path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose,
-            "create '" + h5_path + "'");
-  attr_string(file.get(), "manifest", m.to_json());
-  attr_string(file.get(), "format", "evl-cache-export");
-  H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose, "link property list");
-  check_h5(H5Pset_create_intermediate_group(lcpl.get(), 1), "H5Pset_create_intermediate_group");
+  const std::string what = "export '" + h5_path + "'";
+  AtomicFile out(h5_path);
+  const auto hdf5 = h5::lock();
+  H5Id file =
+      h5::checked(H5Fcreate(out.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+                  H5Fclose, what, "create '" + out.temp_path() + "'");
+  h5::write_string_attr(file.get(), "manifest", m.to_json(), what);
+  h5::write_string_attr(file.get(), "format", "evl-cache-export", what);
+  H5Id lcpl = h5::checked(H5Pcreate(H5P_LINK_CREATE), H5Pclose, what, "make a property list");
+  h5::check(H5Pset_create_intermediate_group(lcpl.get(), 1), what, "allow intermediate groups");
 
   const int64_t M = static_cast<int64_t>(m.layers.size()), T = m.frames;
   const int64_t L = m.backbone.grid * m.backbone.grid + 1, C = m.backbone.width;
@@ -87,9 +51,9 @@ int64_t export_h5(const std::string& dir, const std::string& h5_path, int64_t li
   for (int64_t i = 0; i < n; ++i) {
     reader.with_record(i, [&](const RecordView& r) {
       const std::string where = "export '" + h5_path + "': record '" + r.key + "'";
-      H5Id group(
+      H5Id group = h5::checked(
           H5Gcreate2(file.get(), ("/" + r.key).c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
-          H5Gclose, where + ": create group");
+          H5Gclose, where, "create its group");
       std::vector<float> x(static_cast<size_t>(r.array("x").numel()));
       to_float32(r.array("x"), x.data());
       if (m.storage == StorageMode::kQK) {
@@ -114,14 +78,17 @@ int64_t export_h5(const std::string& dir, const std::string& h5_path, int64_t li
         to_float32(*in, a.data());
         write_f32(group.get(), "inputs", in->shape, a.data(), where);
       }
-      attr_string(group.get(), "video_id", r.video_id);
-      attr_int(group.get(), "label", r.label);
-      attr_string(group.get(), "view", r.view);
-      attr_int(group.get(), "clip_index", r.clip_index);
-      attr_int(group.get(), "view_index", r.view_index);
+      h5::write_string_attr(group.get(), "video_id", r.video_id, where);
+      h5::write_int_attr(group.get(), "label", r.label, where);
+      h5::write_string_attr(group.get(), "view", r.view, where);
+      h5::write_int_attr(group.get(), "clip_index", r.clip_index, where);
+      h5::write_int_attr(group.get(), "view_index", r.view_index, where);
     });
     progress.advance();
   }
+  lcpl.reset();
+  h5::check(file.close(), what, "close it");
+  out.commit();  // a failed or interrupted export leaves no partial file
   return n;
 }
 

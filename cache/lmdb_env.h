@@ -44,12 +44,6 @@ class Txn {
   MDB_dbi dbi_ = 0;
 };
 
-// Writes `path` atomically: temp file in the same folder, fsync, rename, fsync
-// of the folder. Throws evl::Error naming the path (e.g. disk full).
-void write_file_atomic(const std::string& path, const void* data, size_t size);
-// Reads a whole file; throws evl::Error naming it.
-std::string read_file(const std::string& path);
-
 // Size of the LMDB data file (data.mdb) in `dir`, 0 if absent.
 uint64_t data_file_bytes(const std::string& dir);
 

@@ -1,10 +1,6 @@
 // The cache manifest (manifest.json): JSON encoding with field checks,
 // atomic save, provenance comparison, and the per-record shapes it implies.
 // Deliberately strict: unknown format versions and missing fields are errors.
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -13,62 +9,13 @@
 
 #include "cache/cache.h"
 #include "cache/lmdb_env.h"
+#include "common/atomic_file.h"
 #include "common/check.h"
 
 namespace evl::cache {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
-
-namespace detail {
-
-void write_file_atomic(const std::string& path, const void* data, size_t size) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  EVL_CHECK(fd >= 0, "cannot create '", tmp, "': ", std::strerror(errno));
-  const auto* p = static_cast<const char*>(data);
-  size_t done = 0;
-  int err = 0;
-  while (done < size) {
-    const ssize_t n = ::write(fd, p + done, size - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      err = n < 0 ? errno : EIO;
-      break;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (!err && ::fsync(fd) != 0) err = errno;
-  ::close(fd);
-  if (err) {
-    ::unlink(tmp.c_str());
-    EVL_THROW(Error, "cannot write '", path, "': ", std::strerror(err));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    err = errno;
-    ::unlink(tmp.c_str());
-    EVL_THROW(Error, "cannot rename '", tmp, "' to '", path, "': ", std::strerror(err));
-  }
-  const std::string dir = fs::path(path).parent_path().empty()
-                              ? std::string(".")
-                              : fs::path(path).parent_path().string();
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EVL_CHECK(in, "cannot open '", path, "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  EVL_CHECK(!in.bad(), "cannot read '", path, "'");
-  return ss.str();
-}
-
-}  // namespace detail
 
 std::string Manifest::to_json() const {
   json shards_json = json::array();
@@ -200,14 +147,13 @@ Manifest Manifest::from_json(const std::string& text, const std::string& where) 
 Manifest Manifest::load(const std::string& cache_dir) {
   const std::string path = (fs::path(cache_dir) / "manifest.json").string();
   EVL_CHECK(fs::exists(path), "cache '", cache_dir, "': no manifest.json (not an evl cache?)");
-  return from_json(detail::read_file(path), path);
+  return from_json(read_file(path), path);
 }
 
 void Manifest::save(const std::string& cache_dir) const {
   fs::create_directories(cache_dir);
   const std::string text = to_json();
-  detail::write_file_atomic((fs::path(cache_dir) / "manifest.json").string(), text.data(),
-                            text.size());
+  write_file_atomic((fs::path(cache_dir) / "manifest.json").string(), text);
 }
 
 namespace {

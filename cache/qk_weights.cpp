@@ -6,6 +6,7 @@
 
 #include "cache/cache.h"
 #include "cache/lmdb_env.h"
+#include "common/atomic_file.h"
 #include "common/check.h"
 
 namespace evl::cache {
@@ -45,15 +46,15 @@ void save_qk_weights(const std::string& cache_dir, const Record& weights) {
     EVL_CHECK(a.dtype == DType::kF32, "qk weights: array '", name, "' must be float32");
   fs::create_directories(cache_dir);
   const auto bytes = encode_record(weights);
-  detail::write_file_atomic((fs::path(cache_dir) / "qk_weights.evl").string(), bytes.data(),
-                            bytes.size());
+  write_file_atomic((fs::path(cache_dir) / "qk_weights.evl").string(),
+                    std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 Record load_qk_weights(const std::string& cache_dir) {
   const std::string path = (fs::path(cache_dir) / "qk_weights.evl").string();
   EVL_CHECK(fs::exists(path), "cache '", cache_dir,
             "': no qk_weights.evl (needed to recompute Q/K of a compact cache)");
-  const std::string bytes = detail::read_file(path);
+  const std::string bytes = read_file(path);
   Record r = decode_record(bytes.data(), bytes.size(), path).to_record();
   for (const auto& [name, a] : r.arrays) {
     const auto dot_pos = name.rfind('.');

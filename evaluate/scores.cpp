@@ -1,19 +1,20 @@
-// Implements the HDF5 score file (scores.h) on HDF5's C API, with a small
-// move-only RAII class for hid_t handles and HDF5's own error stack text in
-// every error. Does not compress or chunk: score files are small and read whole.
+// Implements the HDF5 score file (scores.h) on HDF5's C API through the
+// shared wrapper (common/h5.h: RAII ids, HDF5's error text, the lock), written
+// atomically (common/atomic_file.h). Does not compress or chunk: score files are
+// small and read whole.
 #include "evaluate/scores.h"
 
 #include <hdf5.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <mutex>
 #include <unordered_map>
 
+#include "common/atomic_file.h"
 #include "common/check.h"
+#include "common/h5.h"
 #include "evl/version.h"
 
 namespace evl {
@@ -22,77 +23,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::mutex& hdf5_mutex() {
-  static std::mutex mu;
-  return mu;
-}
-
-// Owns one HDF5 identifier and closes it with the matching H5?close.
-class H5Id {
- public:
-  using Closer = herr_t (*)(hid_t);
-  H5Id() = default;
-  H5Id(hid_t id, Closer close) : id_(id), close_(close) {}
-  H5Id(H5Id&& o) noexcept : id_(o.id_), close_(o.close_) { o.id_ = H5I_INVALID_HID; }
-  H5Id& operator=(H5Id&& o) noexcept {
-    if (this != &o) {
-      reset();
-      id_ = o.id_;
-      close_ = o.close_;
-      o.id_ = H5I_INVALID_HID;
-    }
-    return *this;
-  }
-  H5Id(const H5Id&) = delete;
-  H5Id& operator=(const H5Id&) = delete;
-  ~H5Id() { reset(); }
-  hid_t get() const { return id_; }
-  bool valid() const { return id_ >= 0; }
-
- private:
-  void reset() {
-    if (id_ >= 0 && close_) close_(id_);
-    id_ = H5I_INVALID_HID;
-  }
-  hid_t id_ = H5I_INVALID_HID;
-  Closer close_ = nullptr;
-};
-
-herr_t collect_error(unsigned n, const H5E_error2_t* e, void* data) {
-  auto* out = static_cast<std::string*>(data);
-  if (n == 0 && e && e->desc) *out = str(e->func_name ? e->func_name : "?", ": ", e->desc);
-  return 0;
-}
-
-// The most specific (innermost) message on HDF5's error stack, then cleared.
-std::string h5_error() {
-  std::string text;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect_error, &text);
-  H5Eclear2(H5E_DEFAULT);
-  return text.empty() ? "unknown HDF5 error" : text;
-}
-
-// Stops HDF5 from printing its stack to stderr: errors travel as evl::Error.
-void silence_hdf5() {
-  static std::once_flag once;
-  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
-}
-
-H5Id checked(hid_t id, H5Id::Closer close, const std::string& what, const std::string& action) {
-  if (id < 0) EVL_THROW(Error, what, ": cannot ", action, " (", h5_error(), ")");
-  return H5Id(id, close);
-}
-
-void check_status(herr_t rc, const std::string& what, const std::string& action) {
-  if (rc < 0) EVL_THROW(Error, what, ": cannot ", action, " (", h5_error(), ")");
-}
-
-H5Id utf8_vlen_string_type() {
-  H5Id t(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(t.get(), H5T_VARIABLE);
-  H5Tset_cset(t.get(), H5T_CSET_UTF8);
-  return t;
-}
+using h5::check;
+using h5::checked;
+using H5Id = h5::Id;
 
 // Reads every string of a dataset or attribute (vlen or fixed-length).
 template <typename ReadFn>
@@ -101,11 +34,11 @@ std::vector<std::string> read_strings(hid_t file_type, hid_t space, hssize_t cou
   std::vector<std::string> out;
   out.reserve(static_cast<size_t>(count));
   if (H5Tis_variable_str(file_type) > 0) {
-    H5Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Id mem = checked(H5Tcopy(H5T_C_S1), H5Tclose, what, "copy the string type");
     H5Tset_size(mem.get(), H5T_VARIABLE);
     H5Tset_cset(mem.get(), H5Tget_cset(file_type));
     std::vector<char*> ptrs(static_cast<size_t>(count), nullptr);
-    check_status(read(mem.get(), ptrs.data()), what, "read strings");
+    check(read(mem.get(), ptrs.data()), what, "read strings");
     for (char* p : ptrs) out.emplace_back(p ? p : "");
 #if H5_VERSION_GE(1, 12, 0)
     H5Treclaim(mem.get(), space, H5P_DEFAULT, ptrs.data());
@@ -114,11 +47,11 @@ std::vector<std::string> read_strings(hid_t file_type, hid_t space, hssize_t cou
 #endif
   } else {
     const size_t width = H5Tget_size(file_type);
-    H5Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Id mem = checked(H5Tcopy(H5T_C_S1), H5Tclose, what, "copy the string type");
     H5Tset_size(mem.get(), width);
     H5Tset_strpad(mem.get(), H5T_STR_NULLPAD);
     std::vector<char> buf(width * static_cast<size_t>(count), '\0');
-    check_status(read(mem.get(), buf.data()), what, "read strings");
+    check(read(mem.get(), buf.data()), what, "read strings");
     for (hssize_t i = 0; i < count; ++i) {
       const char* p = buf.data() + static_cast<size_t>(i) * width;
       size_t len = strnlen(p, width);
@@ -146,7 +79,7 @@ Dataset open_dataset(hid_t file, const std::string& name, const std::string& wha
   d.type_class = H5Tget_class(type.get());
   H5Id space = checked(H5Dget_space(d.id.get()), H5Sclose, ds_what, "read its shape");
   const int rank = H5Sget_simple_extent_ndims(space.get());
-  if (rank < 0) EVL_THROW(Error, ds_what, ": cannot read its shape (", h5_error(), ")");
+  if (rank < 0) EVL_THROW(Error, ds_what, ": cannot read its shape (", h5::error_text(), ")");
   d.dims.resize(static_cast<size_t>(rank));
   if (rank > 0) H5Sget_simple_extent_dims(space.get(), d.dims.data(), nullptr);
   return d;
@@ -184,36 +117,8 @@ bool read_int_attr(hid_t file, const char* name, const std::string& what, int64_
   H5Id space = checked(H5Aget_space(attr.get()), H5Sclose, a_what, "read its shape");
   if (H5Sget_simple_extent_npoints(space.get()) != 1)
     EVL_THROW(Error, a_what, ": expected one integer");
-  check_status(H5Aread(attr.get(), H5T_NATIVE_INT64, &out), a_what, "read it");
+  check(H5Aread(attr.get(), H5T_NATIVE_INT64, &out), a_what, "read it");
   return true;
-}
-
-void write_string_attr(hid_t file, const char* name, const std::string& value,
-                       const std::string& what) {
-  H5Id type = utf8_vlen_string_type();
-  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
-  H5Id attr = checked(H5Acreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                      H5Aclose, what, str("create attribute '", name, "'"));
-  const char* p = value.c_str();
-  check_status(H5Awrite(attr.get(), type.get(), &p), what, str("write attribute '", name, "'"));
-}
-
-void write_int_attr(hid_t file, const char* name, int64_t value, const std::string& what) {
-  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
-  H5Id attr = checked(H5Acreate2(file, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                      H5Aclose, what, str("create attribute '", name, "'"));
-  check_status(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value), what,
-               str("write attribute '", name, "'"));
-}
-
-void write_dataset(hid_t file, const char* name, hid_t file_type, hid_t mem_type,
-                   const std::vector<hsize_t>& dims, const void* data, const std::string& what) {
-  H5Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
-  H5Id ds =
-      checked(H5Dcreate2(file, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-              H5Dclose, what, str("create dataset '", name, "'"));
-  check_status(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), what,
-               str("write dataset '", name, "'"));
 }
 
 }  // namespace
@@ -272,42 +177,32 @@ void validate_scores(const ScoreFile& f, const std::string& what) {
 void write_scores(const std::string& path, const ScoreFile& file) {
   const std::string what = str("score file '", path, "'");
   validate_scores(file, what);
-  std::lock_guard<std::mutex> lock(hdf5_mutex());
-  silence_hdf5();
-  const std::string tmp = str(path, ".tmp.", getpid());
-  try {
-    {
-      H5Id f = checked(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose,
-                       what, str("create '", tmp, "'"));
-      const auto n = static_cast<hsize_t>(file.num_videos());
-      const auto k = static_cast<hsize_t>(file.num_classes());
-      write_dataset(f.get(), "scores", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {n, k}, file.scores.data(),
-                    what);
-      write_dataset(f.get(), "labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {n}, file.labels.data(),
-                    what);
-      std::vector<const char*> ids;
-      ids.reserve(n);
-      for (const auto& s : file.video_ids) ids.push_back(s.c_str());
-      H5Id str_type = utf8_vlen_string_type();
-      write_dataset(f.get(), "video_ids", str_type.get(), str_type.get(), {n}, ids.data(), what);
-      write_string_attr(f.get(), "kind", to_string(file.kind), what);
-      write_int_attr(f.get(), "num_views", file.num_views, what);
-      write_string_attr(f.get(), "model", file.model, what);
-      write_string_attr(f.get(), "evl_version",
-                        file.evl_version.empty() ? EVL_VERSION : file.evl_version, what);
-      write_int_attr(f.get(), "format_version", kScoresFormatVersion, what);
-      check_status(H5Fflush(f.get(), H5F_SCOPE_GLOBAL), what, "flush it");
-    }
-    fs::rename(tmp, path);
-  } catch (const fs::filesystem_error& e) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    EVL_THROW(Error, what, ": cannot move '", tmp, "' into place: ", e.code().message());
-  } catch (...) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    throw;
+  AtomicFile out(path);
+  {
+    const auto hdf5 = h5::lock();
+    H5Id f = checked(H5Fcreate(out.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+                     H5Fclose, what, str("create '", out.temp_path(), "'"));
+    const auto n = static_cast<hsize_t>(file.num_videos());
+    const auto k = static_cast<hsize_t>(file.num_classes());
+    h5::write_dataset(f.get(), "scores", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {n, k},
+                      file.scores.data(), what);
+    h5::write_dataset(f.get(), "labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {n}, file.labels.data(),
+                      what);
+    std::vector<const char*> ids;
+    ids.reserve(n);
+    for (const auto& s : file.video_ids) ids.push_back(s.c_str());
+    H5Id str_type = h5::utf8_string_type();
+    h5::write_dataset(f.get(), "video_ids", str_type.get(), str_type.get(), {n}, ids.data(), what);
+    h5::write_string_attr(f.get(), "kind", to_string(file.kind), what);
+    h5::write_int_attr(f.get(), "num_views", file.num_views, what);
+    h5::write_string_attr(f.get(), "model", file.model, what);
+    h5::write_string_attr(f.get(), "evl_version",
+                          file.evl_version.empty() ? EVL_VERSION : file.evl_version, what);
+    h5::write_int_attr(f.get(), "format_version", kScoresFormatVersion, what);
+    check(H5Fflush(f.get(), H5F_SCOPE_GLOBAL), what, "flush it");
+    check(f.close(), what, "close it");
   }
+  out.commit();
 }
 
 ScoreFile read_scores(const std::string& path) {
@@ -315,8 +210,7 @@ ScoreFile read_scores(const std::string& path) {
   std::error_code ec;
   EVL_CHECK(fs::exists(path, ec), what, ": no such file");
   EVL_CHECK(fs::is_regular_file(path, ec), what, ": not a regular file");
-  std::lock_guard<std::mutex> lock(hdf5_mutex());
-  silence_hdf5();
+  const auto hdf5 = h5::lock();
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     H5Eclear2(H5E_DEFAULT);
     EVL_THROW(Error, what, ": not an HDF5 file (score files are HDF5; see evaluate/SCORES.md)");
@@ -332,7 +226,7 @@ ScoreFile read_scores(const std::string& path) {
   EVL_CHECK(n >= 1 && k >= 1, what, ": dataset 'scores' has shape ", shape_text(scores.dims),
             "; need at least one video and one class");
   out.scores.resize(n * k);
-  check_status(
+  check(
       H5Dread(scores.id.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.scores.data()),
       what, "read dataset 'scores'");
 
@@ -342,7 +236,7 @@ ScoreFile read_scores(const std::string& path) {
             labels.type_class == H5T_INTEGER ? "integer " : "non-integer ",
             shape_text(labels.dims));
   out.labels.resize(n);
-  check_status(
+  check(
       H5Dread(labels.id.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.labels.data()),
       what, "read dataset 'labels'");
 

@@ -46,8 +46,8 @@ struct ScoreFile {
 // `what` (e.g. "score file 'a.h5'") and names the dataset and first bad row.
 void validate_scores(const ScoreFile& file, const std::string& what);
 
-// Writes `file` to `path` atomically: into `path.tmp.<pid>` first, then renamed
-// over `path`, so a reader never sees a half-written file. Validates first
+// Writes `file` to `path` atomically and durably (common/atomic_file.h), so a
+// reader never sees a half-written file. Validates first
 // (validate_scores). Fills `evl_version` with this build's version when empty.
 // Throws evl::Error naming the path and the HDF5 error.
 void write_scores(const std::string& path, const ScoreFile& file);
@@ -66,7 +66,7 @@ ScoreFile read_scores(const std::string& path);
 std::vector<float> to_probabilities(const ScoreFile& file);
 
 // HDF5's C library (Debian's serial build) is not thread-safe; write_scores and
-// read_scores serialise on one process-wide mutex, so they may be called from
-// several threads but never run concurrently.
+// read_scores hold h5::lock() (common/h5.h), the process-wide HDF5 lock, so they
+// may be called from several threads but never run concurrently.
 
 }  // namespace evl
