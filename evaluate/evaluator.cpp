@@ -5,24 +5,17 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 
+#include "common/atomic_file.h"
 #include "common/check.h"
 #include "common/log.h"
 #include "common/progress.h"
-#include "extract/dataset_list.h"
 #include "train/cached_dataset.h"
 #include "train/checkpoint.h"
 
 namespace fs = std::filesystem;
 
 namespace evl {
-
-FuseMode parse_fuse_mode(const std::string& text) {
-  if (text == "prob" || text == "probs" || text == "probabilities") return FuseMode::kProbabilities;
-  if (text == "logits") return FuseMode::kLogits;
-  EVL_THROW(UsageError, "--fuse '", text, "': expected prob (mean of softmax) or logits");
-}
 
 ScoreKind score_kind(FuseMode mode) {
   return mode == FuseMode::kLogits ? ScoreKind::kLogits : ScoreKind::kProbabilities;
@@ -66,14 +59,6 @@ void check_head_fits_cache(const HeadConfig& head, const cache::Manifest& m,
             head.decoder_layers, " (re-extract with --layers last", head.decoder_layers, ")");
 }
 
-torch::Tensor fuse_views(const torch::Tensor& logits, FuseMode mode) {
-  TORCH_CHECK(logits.dim() == 2 && logits.size(0) > 0, "expected (V, K) logits, got ",
-              logits.sizes());
-  auto x = logits.detach().to(torch::kCPU, torch::kDouble);
-  if (mode == FuseMode::kProbabilities) x = x.softmax(-1);
-  return x.mean(0).to(torch::kFloat);
-}
-
 std::string summary_line(const Metrics& m) {
   char buf[160];
   std::snprintf(buf, sizeof buf,
@@ -82,22 +67,6 @@ std::string summary_line(const Metrics& m) {
                 static_cast<long long>(m.num_labelled));
   return buf;
 }
-
-namespace {
-
-void write_text(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    EVL_CHECK(f.good(), "cannot write '", tmp, "'");
-    f << text;
-    f.flush();
-    EVL_CHECK(f.good(), "writing '", tmp, "' failed (disk full?)");
-  }
-  fs::rename(tmp, path);
-}
-
-}  // namespace
 
 EvalReport run_eval(const EvalConfig& cfg) {
   EVL_CHECK_USAGE(!cfg.cache.empty() && !cfg.checkpoint.empty() && !cfg.scores.empty(),
@@ -134,64 +103,32 @@ EvalReport run_eval(const EvalConfig& cfg) {
 
   EvlHead head = loaded.head;
   head->to(device);
-  head->eval();
-  torch::InferenceMode guard;
-
-  // Records in clip order, batched across clips; each clip's logits are
-  // gathered and fused when its last view has been scored.
-  std::vector<std::pair<int64_t, int64_t>> order;  // (clip position, record)
-  for (size_t c = 0; c < clips.size(); ++c)
-    for (const int64_t r : clips[c].records) order.emplace_back(static_cast<int64_t>(c), r);
-  const int64_t k = hc.num_classes, n = static_cast<int64_t>(clips.size());
   const int64_t views = manifest.views_per_clip();
+  for (const auto& c : clips)
+    if (static_cast<int64_t>(c.records.size()) != views)
+      log::warn("cache '", cfg.cache, "': video '", c.video_id, "' has ", c.records.size(),
+                " views, the manifest says ", views, "; fusing the ones present");
+
+  Progress progress("eval", data.size(), "views");
+  const ClipScores scored = score_clips(head, data, cfg.batch_size, device, fuse, &progress);
+  progress.finish();
+  const int64_t k = hc.num_classes, n = static_cast<int64_t>(clips.size());
+  EVL_CHECK(scored.num_clips() == n && scored.num_classes == k, "internal: scored ",
+            scored.num_clips(), " clips x ", scored.num_classes, " classes, expected ", n, " x ",
+            k);
   EvalReport report;
   ScoreFile& sf = report.scores;
-  sf.scores.assign(static_cast<size_t>(n * k), 0.f);
+  sf.scores = scored.scores;
   sf.kind = score_kind(fuse);
   sf.num_views = views;
   sf.model = fs::path(cfg.checkpoint).filename().string();
   for (const auto& c : clips) {
     sf.video_ids.push_back(c.video_id);
     sf.labels.push_back(c.label);
-    if (static_cast<int64_t>(c.records.size()) != views)
-      log::warn("cache '", cfg.cache, "': video '", c.video_id, "' has ", c.records.size(),
-                " views, the manifest says ", views, "; fusing the ones present");
   }
-
-  Progress progress("eval", static_cast<int64_t>(order.size()), "views");
-  std::vector<torch::Tensor> pending;  // logits (1, K) of the current clip's views
-  int64_t current = 0;
-  auto flush = [&] {
-    const auto fused = fuse_views(torch::cat(pending, 0), fuse);
-    std::copy_n(fused.data_ptr<float>(), k, sf.scores.begin() + current * k);
-    pending.clear();
-  };
-  for (size_t start = 0; start < order.size(); start += static_cast<size_t>(cfg.batch_size)) {
-    const size_t end = std::min(order.size(), start + static_cast<size_t>(cfg.batch_size));
-    std::vector<int64_t> idx;
-    for (size_t i = start; i < end; ++i) idx.push_back(order[i].second);
-    FeatureBatch b = data.load(idx);
-    for (auto* v : {&b.x, &b.q, &b.k})
-      for (auto& t : *v) t = t.to(device);
-    const auto logits = head->forward(b.x, b.q, b.k).to(torch::kCPU, torch::kFloat);
-    EVL_CHECK(torch::isfinite(logits).all().item<bool>(), "non-finite logits for records ",
-              data.reader().keys()[static_cast<size_t>(idx.front())], "..",
-              data.reader().keys()[static_cast<size_t>(idx.back())], " of cache '", cfg.cache,
-              "' (checkpoint '", cfg.checkpoint, "')");
-    for (size_t i = start; i < end; ++i) {
-      if (order[i].first != current) {
-        flush();
-        current = order[i].first;
-      }
-      pending.push_back(logits[static_cast<int64_t>(i - start)].unsqueeze(0));
-    }
-    progress.advance(static_cast<int64_t>(end - start));
-  }
-  if (!pending.empty()) flush();
-  progress.finish();
 
   write_scores(cfg.scores, sf);
-  report.views = static_cast<int64_t>(order.size());
+  report.views = data.size();
   report.missing_clips = std::max<int64_t>(0, manifest.num_clips - n);
   report.metrics = compute_metrics(sf.scores.data(), n, k, sf.labels);
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -205,7 +142,7 @@ EvalReport run_eval(const EvalConfig& cfg) {
                  {"missing_videos", report.missing_clips},
                  {"seconds", report.seconds},
                  {"metrics", metrics_to_json(report.metrics, names)}};
-  if (!cfg.json.empty()) write_text(cfg.json, report.json.dump(2) + "\n");
+  if (!cfg.json.empty()) write_file_atomic(cfg.json, report.json.dump(2) + "\n");
   return report;
 }
 

@@ -15,6 +15,7 @@
 #include "evaluate/metrics.h"
 #include "evaluate/scores.h"
 #include "train/head.h"
+#include "train/scoring.h"
 #include "train/train_config.h"
 
 namespace evl {
@@ -22,12 +23,7 @@ namespace evl {
 // Letters: V views of one clip, K classes, M decoder layers, T frames,
 // L tokens per frame, C width.
 
-// How the views of one clip are combined.
-//   kProbabilities: mean over views of softmax(logits)  (the official rule)
-//   kLogits:        mean over views of the logits (score kind "logits")
-enum class FuseMode { kProbabilities, kLogits };
-// "prob" / "probabilities" or "logits"; throws evl::UsageError otherwise.
-FuseMode parse_fuse_mode(const std::string& text);
+// The score kind a fusion writes (FuseMode and fuse_views: train/scoring.h).
 ScoreKind score_kind(FuseMode mode);
 
 // A head ready for inference (eval mode, CPU).
@@ -51,11 +47,6 @@ InferenceHead load_inference_head(const std::string& path, int64_t backbone_head
 // "cache 'DIR' does not fit checkpoint 'FILE': <field>: ...".
 void check_head_fits_cache(const HeadConfig& head, const cache::Manifest& manifest,
                            const std::string& cache_dir, const std::string& checkpoint);
-
-// Fuses the per-view logits of one clip, (V, K) float -> (K) float32 CPU.
-// Accumulates in double, so the result does not depend on the batch the
-// views were computed in.
-torch::Tensor fuse_views(const torch::Tensor& logits, FuseMode mode);
 
 struct EvalConfig {
   std::string cache;       // test-view cache directory

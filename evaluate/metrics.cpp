@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <sstream>
 
+#include "common/atomic_file.h"
 #include "common/check.h"
 
 namespace evl {
@@ -63,6 +65,20 @@ nlohmann::json number_or_null(double v) {
 }
 
 }  // namespace
+
+std::vector<std::string> read_label_names(const std::string& path) {
+  std::istringstream in(read_file(path));  // names the file if missing or not a file
+  std::vector<std::string> names;
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    const auto b = line.find_first_not_of(" \t\r"), e = line.find_last_not_of(" \t\r");
+    EVL_CHECK(b != std::string::npos, "label names '", path, "' line ", n, ": empty class name");
+    names.push_back(line.substr(b, e - b + 1));
+  }
+  return names;
+}
 
 Metrics compute_metrics(const float* scores, int64_t n, int64_t k,
                         const std::vector<int64_t>& labels) {

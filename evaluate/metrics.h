@@ -1,7 +1,7 @@
 // Classification metrics over per-video scores: top-1, top-5, mean class
 // accuracy, per-class accuracy and the confusion matrix, plus their JSON form
 // (the `metrics` object of evl_eval's and evl_ensemble's reports).
-// Deliberately no I/O and no LibTorch; scores are plain arrays.
+// No LibTorch; scores are plain arrays. The only file read here is a label-name list.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +38,11 @@ int64_t label_rank(const T* row, int64_t k, int64_t label, int64_t cap) {
   for (int64_t j = 0; j < k && r < cap; ++j) r += (row[j] > sy) || (row[j] == sy && j < label);
   return r;
 }
+
+// A label-name file: one class name per line, class i on line i+1 (the files in
+// evl's README and the official repo). Surrounding whitespace is trimmed; an
+// empty line is an error. Throws evl::Error naming the file and line.
+std::vector<std::string> read_label_names(const std::string& path);
 
 // Metrics of `scores` (N, K), row-major, against `labels` (N): rows with label
 // -1 are ignored. With no labelled row, the accuracies are NaN and

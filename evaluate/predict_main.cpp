@@ -8,6 +8,7 @@
 #include "common/cli.h"
 #include "common/log.h"
 #include "evaluate/predictor.h"
+#include "extract/view_settings.h"
 
 namespace po = boost::program_options;
 
@@ -25,17 +26,9 @@ int main(int argc, char** argv) {
       "json", po::bool_switch(&c.json), "print one JSON document instead of text");
   po::options_description v(
       "views (default: the checkpoint's recorded cache, else 8 frames x 16, 1x1 views)");
-  v.add_options()("frames", po::value(&c.frames), "frames per view (T)")(
-      "stride", po::value(&c.stride), "frame stride of dense sampling")(
-      "sampling", po::value(&c.sampling), "dense | tsn")(
-      "temporal-views", po::value(&c.temporal_views), "test views along time")(
-      "spatial-views", po::value(&c.spatial_views), "test crops: 1 (centre) or 3")(
-      "input-size", po::value(&c.input_size), "input resolution (default: the backbone's)")(
-      "layers", po::value(&c.layers), "backbone blocks as evl_extract --layers (default: lastM)");
+  evl::add_view_flags(v, v, c.views, evl::ViewTool::kPredict);
   po::options_description e("execution");
   e.add_options()("device", po::value(&c.device)->default_value(c.device), "cpu | cuda | cuda:N")(
-      "precision", po::value(&c.precision)->default_value(c.precision),
-      "backbone compute: auto | fp32 | bf16 | fp16")(
       "batch-size", po::value(&c.batch_size)->default_value(c.batch_size),
       "views per backbone forward")("threads", po::value(&c.threads)->default_value(c.threads),
                                     "torch threads (0: default)");
@@ -46,6 +39,7 @@ int main(int argc, char** argv) {
     po::variables_map vm;
     if (!evl::cli::parse(tool, argc, argv, o, vm, &pos)) return evl::cli::kExitOk;
     EVL_CHECK_USAGE(!c.videos.empty(), "give at least one --video FILE");
+    c.given = evl::given_view_flags(vm, evl::ViewTool::kPredict);
     evl::Predictor predictor(c);
     evl::log::info("evl_predict: ", predictor.describe());
     nlohmann::json out = {{"checkpoint", c.checkpoint}, {"backbone", c.backbone}};

@@ -9,7 +9,9 @@
 
 #include "common/check.h"
 #include "common/log.h"
+#include "evaluate/metrics.h"
 #include "extract/dataset_list.h"
+#include "extract/features.h"
 
 namespace fs = std::filesystem;
 
@@ -51,11 +53,6 @@ std::optional<std::pair<cache::Manifest, std::string>> recorded_manifest(const s
   return std::nullopt;
 }
 
-Precision backbone_precision(const std::string& name, const torch::Device& device) {
-  if (name == "auto") return device.is_cuda() ? Precision::kFP16 : Precision::kFP32;
-  return parse_precision(name);
-}
-
 }  // namespace
 
 std::vector<std::pair<int64_t, float>> top_k(const std::vector<float>& p, int64_t k) {
@@ -77,22 +74,20 @@ Predictor::Predictor(const PredictConfig& cfg) : cfg_(cfg), device_(cfg.device) 
                   "--backbone and --checkpoint are required");
   EVL_CHECK_USAGE(cfg.topk >= 1, "--topk must be >= 1, got ", cfg.topk);
   EVL_CHECK_USAGE(cfg.batch_size >= 1, "--batch-size must be >= 1, got ", cfg.batch_size);
-  EVL_CHECK_USAGE(cfg.sampling.empty() || cfg.sampling == "dense" || cfg.sampling == "tsn",
-                  "--sampling must be dense or tsn, got '", cfg.sampling, "'");
-  EVL_CHECK_USAGE(cfg.spatial_views == 0 || cfg.spatial_views == 1 || cfg.spatial_views == 3,
-                  "--spatial-views must be 1 or 3 (official crops), got ", cfg.spatial_views);
-  EVL_CHECK_USAGE(
-      cfg.frames >= 0 && cfg.stride >= 0 && cfg.temporal_views >= 0 && cfg.input_size >= 0,
-      "--frames, --stride, --temporal-views and --input-size must not be negative");
   EVL_CHECK_USAGE(!device_.is_cuda() || torch::cuda::is_available(), "--device ", cfg.device,
                   ": this LibTorch has no CUDA device available");
+  auto given = [&](const char* flag) {
+    return std::find(cfg.given.begin(), cfg.given.end(), flag) != cfg.given.end();
+  };
+  validate_view_settings(cfg.views, ViewUse::kTestViews, ViewTool::kPredict);  // what was given
   if (cfg.threads > 0) torch::set_num_threads(static_cast<int>(cfg.threads));
 
   EVL_CHECK(fs::is_regular_file(cfg.backbone), "backbone '", cfg.backbone,
             "' does not exist or is not a file");
   BackboneOptions bopts;
   bopts.device = device_;
-  bopts.precision = backbone_precision(cfg.precision, device_);
+  bopts.precision = resolve_precision(cfg.views.precision, PrecisionUse::kBackbone,
+                                      device_.is_cuda(), "--precision");
 
   // Settings: flags, then the recorded cache's manifest, then the defaults.
   // The input size must be known before the backbone is built; official
@@ -100,7 +95,10 @@ Predictor::Predictor(const PredictConfig& cfg) : cfg_(cfg), device_(cfg.device) 
   head_ = load_inference_head(cfg.checkpoint, 0);
   const auto rec = recorded_manifest(head_.config_ini);
   source_ = rec ? str("the manifest of cache '", rec->second, "'") : "defaults";
-  bopts.input_size = cfg.input_size > 0 ? cfg.input_size : rec ? rec->first.backbone.input_size : 0;
+  const cache::Manifest* m = rec ? &rec->first : nullptr;
+  ViewSettings v = cfg.views;
+  if (!given("input-size")) v.input_size = m ? m->backbone.input_size : 0;
+  bopts.input_size = v.input_size;
   backbone_ = load_backbone(cfg.backbone, bopts);
   const VitArch& arch = backbone_.arch;
   if (head_.official && head_.config.heads != arch.heads)  // official: decoder heads = backbone's
@@ -110,22 +108,20 @@ Predictor::Predictor(const PredictConfig& cfg) : cfg_(cfg), device_(cfg.device) 
     log::warn("backbone '", cfg.backbone, "' differs from the one cache '", rec->second,
               "' was extracted with (", rec->first.backbone.file, "); predictions will not match");
 
-  const cache::Manifest* m = rec ? &rec->first : nullptr;
-  SamplingConfig& s = sampling_;
-  s.frames = cfg.frames > 0 ? cfg.frames : hc.frames > 0 ? hc.frames : m ? m->frames : 8;
-  const std::string sampling = !cfg.sampling.empty() ? cfg.sampling : m ? m->sampling : "dense";
-  s.tsn = sampling == "tsn";
-  s.stride = cfg.stride > 0 ? cfg.stride : (m && m->stride > 0) ? m->stride : 16;
-  s.temporal_views = cfg.temporal_views > 0 ? cfg.temporal_views : m ? m->temporal_views : 1;
-  s.spatial_views = cfg.spatial_views > 0 ? cfg.spatial_views : m ? m->spatial_views : 1;
-  s.input_size = backbone_.model->input_size();
+  if (!given("frames")) v.frames = hc.frames > 0 ? hc.frames : m ? m->frames : v.frames;
+  if (!given("sampling") && m) v.sampling = m->sampling;
+  if (!given("stride") && m && m->stride > 0) v.stride = m->stride;
+  if (!given("temporal-views") && m) v.temporal_views = m->temporal_views;
+  if (!given("spatial-views") && m) v.spatial_views = m->spatial_views;
+  v.train_views = 0;
+  sampling_ = sampling_config(v, 0, backbone_.model->input_size());
   if (m && m->mean.size() == 3 && m->std.size() == 3)
-    for (int c = 0; c < 3; ++c) {
-      s.mean[static_cast<size_t>(c)] = m->mean[static_cast<size_t>(c)];
-      s.std[static_cast<size_t>(c)] = m->std[static_cast<size_t>(c)];
+    for (size_t c = 0; c < 3; ++c) {
+      sampling_.mean[c] = m->mean[c];
+      sampling_.std[c] = m->std[c];
     }
-  if (!cfg.layers.empty())
-    blocks_ = resolve_blocks(cfg.layers, arch.depth);
+  if (given("layers"))
+    blocks_ = resolve_blocks(v.layers, arch.depth);
   else if (m)
     blocks_ = m->layers;
   else
@@ -135,12 +131,12 @@ Predictor::Predictor(const PredictConfig& cfg) : cfg_(cfg), device_(cfg.device) 
                                 cfg.backbone, "' and the chosen views: ");
   EVL_CHECK(hc.width == arch.width, where, "width: the backbone has ", arch.width,
             " channels, the head expects ", hc.width);
-  const int64_t grid = s.input_size / arch.patch;
-  EVL_CHECK(hc.grid <= 0 || hc.grid == grid, where, "grid: ", s.input_size, " px input gives ",
-            grid, "x", grid, " patches, the head expects ", hc.grid, "x", hc.grid,
-            " (set --input-size ", hc.grid * arch.patch, ")");
-  EVL_CHECK(hc.frames <= 0 || hc.frames == s.frames, where, "frames: --frames ", s.frames,
-            ", the head was trained on ", hc.frames);
+  const int64_t grid = sampling_.input_size / arch.patch;
+  EVL_CHECK(hc.grid <= 0 || hc.grid == grid, where, "grid: ", sampling_.input_size,
+            " px input gives ", grid, "x", grid, " patches, the head expects ", hc.grid, "x",
+            hc.grid, " (set --input-size ", hc.grid * arch.patch, ")");
+  EVL_CHECK(hc.frames <= 0 || hc.frames == sampling_.frames, where, "frames: --frames ",
+            sampling_.frames, ", the head was trained on ", hc.frames);
   EVL_CHECK(hc.decoder_layers <= static_cast<int64_t>(blocks_.size()), where,
             "decoder layers: --layers gives ", blocks_.size(), " blocks, the head has ",
             hc.decoder_layers);
@@ -173,32 +169,17 @@ VideoPrediction Predictor::predict(const std::string& video) {
   const auto views = load_clip_views(video, entry, sampling_, 0);  // throws VideoError
   EVL_CHECK(!views.empty(), "video '", video, "': no views");
   torch::InferenceMode guard;
-  const int64_t v = static_cast<int64_t>(views.size()), t = sampling_.frames;
+  const int64_t v = static_cast<int64_t>(views.size());
   std::vector<torch::Tensor> pixels;
   for (const auto& cv : views) pixels.push_back(cv.pixels);
-  const auto images = torch::cat(pixels, 0);  // (V*T, 3, S, S)
-  const size_t m = blocks_.size();
-  std::vector<std::vector<torch::Tensor>> xs(m), qs(m), ks(m);
-  const int64_t chunk = cfg_.batch_size * t;
-  for (int64_t r = 0; r < images.size(0); r += chunk) {
-    auto part = backbone_.model->forward(
-        images.narrow(0, r, std::min(chunk, images.size(0) - r)).to(device_), blocks_);
-    for (size_t i = 0; i < m; ++i) {
-      xs[i].push_back(part.layers[i].x);
-      qs[i].push_back(part.layers[i].q);
-      ks[i].push_back(part.layers[i].k);
-    }
-  }
-  std::vector<torch::Tensor> x, q, k;  // M x (V, T, L, C)
-  for (size_t i = 0; i < m; ++i) {
-    auto as_views = [&](const std::vector<torch::Tensor>& parts) {
-      auto all = torch::cat(parts, 0);
-      return all.view({v, t, all.size(1), all.size(2)}).to(torch::kFloat);
-    };
-    x.push_back(as_views(xs[i]));
-    q.push_back(as_views(qs[i]));
-    k.push_back(as_views(ks[i]));
-  }
+  // M x (V, T, L, C), float32, as evl_extract computes them (without the storage rounding)
+  ViewFeatures f = backbone_features(*backbone_.model, torch::cat(pixels, 0), sampling_.frames,
+                                     blocks_, /*with_qk=*/true, cfg_.batch_size);
+  for (auto* part : {&f.x, &f.q, &f.k})
+    for (auto& t : *part) t = t.to(device_);
+  const auto& x = f.x;
+  const auto& q = f.q;
+  const auto& k = f.k;
   const auto logits = head_.head->forward(x, q, k);  // (V, K)
   const auto fused = fuse_views(logits, FuseMode::kProbabilities);
   VideoPrediction out;

@@ -1,8 +1,8 @@
 // Inference on video files in one process (evl_predict): decode, the test views
 // and preprocessing of extraction (extract/views.h load_clip_views), the frozen
-// CLIP ViT (the same blocks), the EVL head, and the official view fusion (mean
-// of per-view softmax probabilities). Features stay float32 and never touch a
-// cache. Deliberately no batching across videos: one video per forward.
+// CLIP ViT over them (extract/features.h, as evl_extract), the EVL head, and the
+// official view fusion (mean of per-view softmax probabilities). Features stay float32 and never
+// touch a cache. Deliberately no batching across videos: one video per forward.
 #pragma once
 
 #include <torch/torch.h>
@@ -16,31 +16,31 @@
 
 #include "evaluate/evaluator.h"
 #include "extract/clip_vit.h"
+#include "extract/view_settings.h"
 #include "extract/views.h"
 
 namespace evl {
 
 // Letters: V views, T frames, L tokens, C width, K classes, M decoder layers.
 
-// Sampling/view fields left at 0 or "" are resolved, in this order, from the
-// manifest of the cache the checkpoint was trained on (its recorded
-// `val-cache`, then `cache`, when that directory still exists), then from the
-// head (frames, layers = the last M blocks), then the defaults of evl_extract
-// (stride 16, dense, 1 x 1 views, the backbone's native input size).
+// The view settings (extract/view_settings.h, evl_predict's subset of the
+// flags) that the user did not give (not in `given`) are resolved, in this
+// order, from the manifest of the cache the checkpoint was trained on (its
+// recorded `val-cache`, then `cache`, when that directory still exists), then
+// from the head (frames, layers = the last M blocks), then ViewSettings'
+// defaults (8 x 16 dense, 1 x 1 views, the backbone's native input size).
 struct PredictConfig {
   std::string backbone;    // CLIP weights (.pt / .safetensors), as for evl_extract
   std::string checkpoint;  // evl checkpoint or official EVL .pth
   std::string labels;      // optional class names (K lines)
   std::vector<std::string> videos;
   int64_t topk = 5;
-  bool json = false;  // (for the main) machine-readable output
-  int64_t frames = 0, stride = 0, temporal_views = 0, spatial_views = 0, input_size = 0;
-  std::string sampling;  // dense | tsn
-  std::string layers;    // as evl_extract --layers; the head reads the last M of them
+  bool json = false;               // (for the main) machine-readable output
+  ViewSettings views;              // test views; train_views, flip, photometric, dtype unused
+  std::vector<std::string> given;  // view flags the user set (given_view_flags(vm, kPredict))
   std::string device = "cpu";
-  std::string precision = "auto";  // backbone compute: auto | fp32 | bf16 | fp16
-  int64_t batch_size = 16;         // views per backbone forward
-  int64_t threads = 0;             // torch intra-op threads (0: leave the default)
+  int64_t batch_size = 16;  // views per backbone forward
+  int64_t threads = 0;      // torch intra-op threads (0: leave the default)
 };
 
 struct VideoPrediction {

@@ -4,6 +4,7 @@
 #include "train/cached_dataset.h"
 
 #include "common/check.h"
+#include "common/random.h"
 
 namespace evl {
 
@@ -24,13 +25,6 @@ torch::ScalarType torch_dtype(cache::DType d) {
 torch::Tensor as_tensor(const cache::ArrayView& a) {
   return torch::from_blob(const_cast<void*>(a.data), a.shape,
                           torch::TensorOptions().dtype(torch_dtype(a.dtype)));
-}
-
-uint64_t splitmix(uint64_t& s) {
-  uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
 }
 
 }  // namespace
@@ -135,6 +129,18 @@ CachedDataset::CachedDataset(const std::string& cache_dir, int64_t decoder_layer
   EVL_CHECK(reader_->size() > 0, "cache '", cache_dir, "' holds no records");
 }
 
+std::string CachedDataset::item_name(int64_t item) const {
+  if (item < 0 || item >= size()) return str("item ", item);
+  return str("record '", reader_->keys()[static_cast<size_t>(item)], "'");
+}
+
+void to_device(FeatureBatch& b, const torch::Device& device) {
+  if (device.is_cpu()) return;
+  for (auto* v : {&b.x, &b.q, &b.k})
+    for (auto& t : *v) t = t.to(device, /*non_blocking=*/true);
+  b.labels = b.labels.to(device);
+}
+
 int64_t CachedDataset::max_label() const {
   int64_t m = -1;
   for (const auto& c : reader_->clips()) m = std::max(m, c.label);
@@ -165,16 +171,16 @@ std::vector<int64_t> EpochSampler::batch(uint64_t seed, int64_t step, int64_t ba
     if (epoch != cached_epoch_) {  // Fisher-Yates from (seed, epoch)
       epoch_perm_.resize(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) epoch_perm_[static_cast<size_t>(i)] = i;
-      uint64_t s = seed * 0x2545f4914f6cdd1dULL + static_cast<uint64_t>(epoch);
+      // (rng::splitmix64 % (i+1): a bias below n / 2^64, kept so runs reproduce.)
+      uint64_t s = rng::epoch_state(seed, epoch);
       for (int64_t i = n - 1; i > 0; --i)
         std::swap(epoch_perm_[static_cast<size_t>(i)],
-                  epoch_perm_[splitmix(s) % static_cast<uint64_t>(i + 1)]);
+                  epoch_perm_[rng::splitmix64(s) % static_cast<uint64_t>(i + 1)]);
       cached_epoch_ = epoch;
     }
     const auto& clip = clips_[static_cast<size_t>(epoch_perm_[static_cast<size_t>(pos % n)])];
-    uint64_t s = seed ^ (static_cast<uint64_t>(epoch) * 0x9e3779b97f4a7c15ULL) ^
-                 (static_cast<uint64_t>(clip.clip_index) * 0xc2b2ae3d27d4eb4fULL);
-    out.push_back(clip.items[splitmix(s) % clip.items.size()]);
+    uint64_t s = rng::view_choice_state(seed, epoch, clip.clip_index);
+    out.push_back(clip.items[rng::splitmix64(s) % clip.items.size()]);
   }
   return out;
 }

@@ -22,6 +22,9 @@ struct FeatureBatch {
   std::vector<int64_t> clip_index;     // per row
 };
 
+// Moves the features and labels to `device` (nothing on the CPU).
+void to_device(FeatureBatch& batch, const torch::Device& device);
+
 // Turns cache records into decoder inputs for the last `decoder_layers` of the
 // cache's layers (0: all). Immutable after construction; thread-safe.
 class FeatureConverter {
@@ -60,6 +63,7 @@ class EpochSampler {
   explicit EpochSampler(std::vector<Clip> clips);
   std::vector<int64_t> batch(uint64_t seed, int64_t step, int64_t batch) const;
   int64_t num_clips() const { return static_cast<int64_t>(clips_.size()); }
+  const std::vector<Clip>& clips() const { return clips_; }
 
  private:
   std::vector<Clip> clips_;
@@ -79,6 +83,10 @@ class FeatureSource {
   virtual int64_t size() const = 0;       // items (clip views)
   virtual int64_t max_label() const = 0;  // -1 if nothing is labelled
   virtual std::string where() const = 0;  // for messages, e.g. "cache 'DIR'"
+  // The clips in list order, each with its items (views); every item once.
+  virtual const std::vector<EpochSampler::Clip>& clips() const = 0;
+  // An item for messages, e.g. "record '0000000042/002'".
+  virtual std::string item_name(int64_t item) const = 0;
   // Training items of optimiser step `step` (EpochSampler over the clips).
   virtual std::vector<int64_t> train_batch(uint64_t seed, int64_t step, int64_t batch) const = 0;
   // Items -> one batch (float32, CPU).
@@ -97,6 +105,8 @@ class CachedDataset : public FeatureSource {
   int64_t size() const override { return reader_->size(); }
   int64_t max_label() const override;
   std::string where() const override { return "cache '" + dir_ + "'"; }
+  const std::vector<EpochSampler::Clip>& clips() const override { return sampler_.clips(); }
+  std::string item_name(int64_t item) const override;
   const cache::CacheReader& reader() const { return *reader_; }
   const FeatureConverter& converter() const { return converter_; }
   int64_t num_clips() const { return sampler_.num_clips(); }

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 
+#include "common/atomic_file.h"
 #include "common/check.h"
 #include "train/pickle_reader.h"
 
@@ -145,15 +146,7 @@ void save_training_checkpoint(const std::string& path, const EvlHead& head,
     root.insert("loss_scaler", ls);
   }
   const auto bytes = torch::pickle_save(c10::IValue(root));
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    EVL_CHECK(f.good(), "cannot write checkpoint '", tmp, "'");
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    f.flush();
-    EVL_CHECK(f.good(), "writing checkpoint '", tmp, "' failed (disk full?)");
-  }
-  std::filesystem::rename(tmp, path);
+  write_file_atomic(path, std::string_view(bytes.data(), bytes.size()));
 }
 
 int64_t load_training_checkpoint(const std::string& path, EvlHead& head,

@@ -45,7 +45,7 @@ LoadedHead load_head_checkpoint(const std::string& path, int64_t heads_hint = 0)
 
 // Training state beside the parameters: AdamW moments per parameter name and,
 // with an enabled scaler, 'loss_scaler': {'scale', 'growth_tracker'}.
-// Writes atomically (temp file + rename).
+// Writes atomically and durably (common/atomic_file.h: temp file, fsync, rename).
 void save_training_checkpoint(const std::string& path, const EvlHead& head,
                               torch::optim::AdamW& optimizer, int64_t next_step,
                               const std::string& config_ini, const GradScaler* scaler = nullptr);

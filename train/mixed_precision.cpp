@@ -6,57 +6,16 @@
 #include <ATen/autocast_mode.h>
 
 #include <cmath>
-#include <fstream>
-#include <string>
 
 #include "common/check.h"
 
 namespace evl {
 
-bool cpu_has_native_bf16() {
-  static const bool native = [] {
-    std::ifstream f("/proc/cpuinfo");
-    std::string line;
-    while (std::getline(f, line))
-      if (line.rfind("flags", 0) == 0)
-        return line.find(" avx512_bf16") != std::string::npos ||
-               line.find(" amx_bf16") != std::string::npos;
-    return false;
-  }();
-  return native;
-}
-
-TrainPrecision resolve_train_precision(const std::string& name, const torch::Device& device) {
-  if (name == "auto") {
-    if (device.is_cuda()) return TrainPrecision::kFp16;
-    return cpu_has_native_bf16() ? TrainPrecision::kBf16 : TrainPrecision::kFp32;
-  }
-  if (name == "fp32") return TrainPrecision::kFp32;
-  if (name == "bf16") return TrainPrecision::kBf16;
-  if (name == "fp16") {
-    EVL_CHECK_USAGE(device.is_cuda(), "--precision fp16 needs a CUDA device (on CPU use bf16)");
-    return TrainPrecision::kFp16;
-  }
-  EVL_THROW(UsageError, "--precision '", name, "': expected auto, fp32, bf16 or fp16");
-}
-
-const char* to_string(TrainPrecision p) {
-  switch (p) {
-    case TrainPrecision::kFp32:
-      return "fp32";
-    case TrainPrecision::kBf16:
-      return "bf16";
-    case TrainPrecision::kFp16:
-      return "fp16";
-  }
-  return "?";
-}
-
-AutocastGuard::AutocastGuard(TrainPrecision precision, const torch::Device& device) {
-  if (precision == TrainPrecision::kFp32) return;
+AutocastGuard::AutocastGuard(Precision precision, const torch::Device& device) {
+  if (precision == Precision::kFp32) return;
   active_ = true;
   cuda_ = device.is_cuda();
-  const auto dtype = precision == TrainPrecision::kFp16 ? at::kHalf : at::kBFloat16;
+  const auto dtype = precision == Precision::kFp16 ? at::kHalf : at::kBFloat16;
   if (cuda_) {
     was_enabled_ = at::autocast::is_enabled();
     was_dtype_ = at::autocast::get_autocast_gpu_dtype();

@@ -1,34 +1,26 @@
 // Mixed precision for head training. CUDA: fp16 autocast plus dynamic loss
 // scaling, as the official recipe (torch.cuda.amp.autocast + GradScaler, with
 // GradScaler's defaults). CPU: bf16 autocast (bf16 has fp32's exponent range,
-// so it needs no loss scaling). LibTorch 1.13 has the autocast switches but no
-// C++ GradScaler; GradScaler below follows torch.cuda.amp.GradScaler's rules.
+// so it needs no loss scaling). Which precision "auto" picks, and the warning for
+// bf16 on a CPU without AVX-512, are common/precision.h's rules (use kTraining).
+// LibTorch 1.13 has the autocast switches but no C++ GradScaler; GradScaler
+// below follows torch.cuda.amp.GradScaler's rules.
 #pragma once
 
 #include <torch/torch.h>
+
+#include "common/precision.h"
 
 #include <string>
 #include <vector>
 
 namespace evl {
 
-enum class TrainPrecision { kFp32, kBf16, kFp16 };
-
-// "auto" | "fp32" | "bf16" | "fp16" for `device`. auto: fp16 on CUDA (the
-// official default); on CPU bf16 where the CPU has native bf16 instructions
-// (avx512_bf16 / amx_bf16: bench_train measured the ViT-B/16-shaped head step
-// 3.4x faster than fp32 on such a CPU, and the trainer tests learn alike),
-// otherwise fp32. Throws evl::UsageError for fp16 on CPU or an unknown name.
-TrainPrecision resolve_train_precision(const std::string& name, const torch::Device& device);
-// Whether /proc/cpuinfo lists avx512_bf16 or amx_bf16.
-bool cpu_has_native_bf16();
-const char* to_string(TrainPrecision p);
-
 // Enables autocast for `device` in this scope (nothing for fp32); restores the
 // previous state and clears the cast cache when the outermost guard ends.
 class AutocastGuard {
  public:
-  AutocastGuard(TrainPrecision precision, const torch::Device& device);
+  AutocastGuard(Precision precision, const torch::Device& device);
   ~AutocastGuard();
   AutocastGuard(const AutocastGuard&) = delete;
   AutocastGuard& operator=(const AutocastGuard&) = delete;

@@ -10,9 +10,10 @@
 //  - items are (clip, view) pairs numbered clip * K + view, K = views per clip,
 //    as the records of a complete cache (keys sort in that order);
 //  - views come from the same code (extract/views.h load_clip_views) with the
-//    same SamplingConfig and seed, so they are the same pixels;
-//  - features get the storage rounding of --dtype (fp16 by default) and come
-//    back as float32, like the cache's qk records;
+//    same ViewSettings and seed, so they are the same pixels;
+//  - features come from the same code (extract/features.h backbone_features)
+//    in forwards of the same size, get the storage rounding of --dtype (fp16 by
+//    default) and come back as float32, like the cache's qk records;
 //  - train_batch is the same EpochSampler over the same clips.
 // Features can still differ from a cache's in the last bit of the rounding:
 // GEMM results may depend on the batch composition, which differs (evl_extract
@@ -32,11 +33,30 @@
 #include "extract/clip_vit.h"
 #include "extract/dataset_list.h"
 #include "extract/extract_config.h"
+#include "extract/view_settings.h"
 #include "extract/views.h"
 #include "train/cached_dataset.h"
-#include "train/train_config.h"
 
 namespace evl {
+
+// evl_train_head --online: the lists, the backbone, and the view and feature
+// settings (extract/view_settings.h, with evl_extract's flag names; the backbone
+// precision is --backbone-precision). The training list gets K = views.train_views
+// >= 1 augmented views per clip; the validation list gets the test views
+// (temporal_views x spatial_views). Views are drawn from TrainConfig::seed exactly
+// as `evl_extract --seed` draws them.
+struct OnlineConfig {
+  bool enabled = false;  // --online
+  std::string list;      // training dataset list (evl_extract --list format)
+  std::string val_list;  // optional validation list
+  std::string root;      // prefix for relative paths in the lists
+  std::string backbone;  // CLIP weights (.pt / .safetensors)
+  ViewSettings views = [] {
+    ViewSettings v;
+    v.train_views = 1;  // online training needs K >= 1 (evl_extract's default is 0: test views)
+    return v;
+  }();
+};
 
 // The frozen backbone of an online run: loaded once, shared by the training
 // and validation sources (one forward at a time).
@@ -59,13 +79,13 @@ struct OnlineStats {
 class OnlineDataset : public FeatureSource {
  public:
   enum class Views {
-    kTrain,  // cfg.train_views augmented views per clip
-    kTest,   // cfg.temporal_views x cfg.spatial_views test views per clip
+    kTrain,  // cfg.views.train_views augmented views per clip
+    kTest,   // cfg.views.temporal_views x spatial_views test views per clip
   };
   // Reads the list (paths resolved against cfg.root). `seed` draws the training
-  // views (evl_extract --seed); `decoder_layers` picks the last M of cfg.layers
-  // (0: all), as CachedDataset. Throws UsageError for bad settings, evl::Error
-  // for an unreadable list.
+  // views (evl_extract --seed); `decoder_layers` picks the last M of the tapped
+  // blocks (0: all), as CachedDataset. Throws UsageError for bad settings,
+  // evl::Error for an unreadable list.
   OnlineDataset(const OnlineConfig& cfg, const std::string& list, Views views, uint64_t seed,
                 int64_t decoder_layers, std::shared_ptr<OnlineBackbone> backbone);
 
@@ -74,6 +94,8 @@ class OnlineDataset : public FeatureSource {
   int64_t size() const override { return num_clips() * views_per_clip_; }
   int64_t max_label() const override;
   std::string where() const override { return "online list '" + list_ + "'"; }
+  const std::vector<EpochSampler::Clip>& clips() const override { return sampler_.clips(); }
+  std::string item_name(int64_t item) const override;
   std::vector<int64_t> train_batch(uint64_t seed, int64_t step, int64_t batch) const override {
     return sampler_.batch(seed, step, batch);
   }
@@ -83,7 +105,7 @@ class OnlineDataset : public FeatureSource {
   FeatureBatch load(const std::vector<int64_t>& items) const override;
   uint64_t bytes_read() const override { return 0; }  // nothing is read from a cache
 
-  // The evl_extract settings whose cache this source reproduces (--out unset).
+  // The evl_extract job whose cache this source reproduces (--out unset).
   const ExtractConfig& extract_config() const { return extract_; }
   int64_t num_clips() const { return static_cast<int64_t>(entries_.size()); }
   int64_t views_per_clip() const { return views_per_clip_; }
@@ -97,15 +119,15 @@ class OnlineDataset : public FeatureSource {
   int64_t views_per_clip_ = 1;
   cache::Manifest manifest_;
   std::vector<int64_t> blocks_;  // backbone blocks feeding the decoder (sorted)
-  torch::ScalarType rounding_ = torch::kHalf;
+  cache::DType rounding_ = cache::DType::kF16;
   std::shared_ptr<OnlineBackbone> backbone_;
   EpochSampler sampler_;
   mutable std::mutex stats_mu_;
   mutable OnlineStats stats_;
 };
 
-// The evl_extract job (flags of extract/extract_config.h, --out unset) whose
-// cache an OnlineDataset with these arguments reproduces.
+// The evl_extract job (--out unset) whose cache an OnlineDataset with these
+// arguments reproduces: the same lists, backbone, views and seed, storage qk.
 ExtractConfig online_extract_config(const OnlineConfig& cfg, const std::string& list,
                                     OnlineDataset::Views views, uint64_t seed,
                                     const std::string& device = "cpu");

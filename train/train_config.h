@@ -9,7 +9,7 @@
 
 namespace evl {
 
-// Shape and switches of the EVL decoder head (reference §3).
+// Shape and switches of the EVL decoder head (docs/OFFICIAL_EVL.md §3-4).
 // Letters: M decoder layers, T frames, L = 1 + grid^2 tokens per frame, C width,
 // H heads, K classes.
 struct HeadConfig {
@@ -34,35 +34,7 @@ struct HeadConfig {
   static HeadConfig from_ini(const std::string& text, const std::string& where);
 };
 
-// evl_train_head --online: features computed per batch (decode + frozen CLIP
-// backbone) instead of read from a cache (train/online_dataset.h). The sampling
-// and feature settings have evl_extract's flag names and defaults
-// (extract/extract_config.h), except train_views: the training list always
-// gets augmented training views (K >= 1); the validation list gets the test
-// views (temporal_views x spatial_views). Views are drawn from TrainConfig::seed
-// exactly as `evl_extract --seed` draws them, so a cache extracted with the same
-// settings and seed holds the same samples.
-struct OnlineConfig {
-  bool enabled = false;  // --online
-  std::string list;      // training dataset list (evl_extract --list format)
-  std::string val_list;  // optional validation list
-  std::string root;      // prefix for relative paths in the lists
-  std::string backbone;  // CLIP weights (.pt / .safetensors)
-  int64_t frames = 8;
-  int64_t stride = 16;
-  std::string sampling = "dense";  // dense | tsn
-  int64_t train_views = 1;         // K augmented views per training clip
-  int64_t temporal_views = 1;      // validation test views
-  int64_t spatial_views = 1;
-  int64_t input_size = 0;        // 0: the backbone's native resolution
-  std::string layers = "last4";  // backbone blocks tapped (as evl_extract --layers)
-  bool flip = false;
-  bool photometric = false;
-  std::string backbone_precision = "auto";  // backbone compute: auto | fp32 | bf16 | fp16
-  std::string dtype = "fp16";  // storage rounding the cache would apply: fp16 | bf16 | fp32
-};
-
-// One training run of evl_train_head (reference §4 for the defaults).
+// One training run of evl_train_head (docs/OFFICIAL_EVL.md §6 for the defaults).
 struct TrainConfig {
   std::string cache;      // training cache directory
   std::string val_cache;  // optional validation cache directory
@@ -92,7 +64,7 @@ struct TrainConfig {
                                // (fine-tuning from --init: the paper uses 0.1)
   bool resume = false;         // continue from <out>/last.pth
   int64_t threads = 0;         // torch intra-op threads (0: leave the default)
-  OnlineConfig online;         // --online (cache and val_cache then stay empty)
+  // --online's sources and views: OnlineConfig in train/online_dataset.h.
 };
 
 }  // namespace evl

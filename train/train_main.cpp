@@ -15,7 +15,8 @@ namespace po = boost::program_options;
 
 namespace {
 
-// The flags of the online mode (OnlineConfig), with evl_extract's names and defaults.
+// The flags of the online mode (OnlineConfig): the lists and backbone, and the
+// view and feature flags of evl_extract (extract/view_settings.h's table).
 po::options_description online_options(evl::OnlineConfig& c) {
   po::options_description o("online mode (--online: no cache; decode + backbone per batch)");
   o.add_options()("online", po::bool_switch(&c.enabled),
@@ -23,26 +24,8 @@ po::options_description online_options(evl::OnlineConfig& c) {
       "list", po::value(&c.list), "training dataset list (evl_extract --list format)")(
       "val-list", po::value(&c.val_list), "validation dataset list (test views)")(
       "root", po::value(&c.root)->default_value(c.root), "prefix for relative paths in the lists")(
-      "backbone", po::value(&c.backbone), "CLIP weights: OpenAI .pt or Hugging Face .safetensors")(
-      "frames", po::value(&c.frames)->default_value(c.frames), "frames per clip (T)")(
-      "stride", po::value(&c.stride)->default_value(c.stride), "frame stride of dense sampling")(
-      "sampling", po::value(&c.sampling)->default_value(c.sampling), "dense | tsn")(
-      "train-views", po::value(&c.train_views)->default_value(c.train_views),
-      "K augmented views per training clip (views are drawn from --seed as evl_extract's)")(
-      "temporal-views", po::value(&c.temporal_views)->default_value(c.temporal_views),
-      "validation test views along time")(
-      "spatial-views", po::value(&c.spatial_views)->default_value(c.spatial_views),
-      "validation test crops: 1 (centre) or 3")(
-      "input-size", po::value(&c.input_size)->default_value(c.input_size),
-      "input resolution (0: the backbone's native)")(
-      "layers", po::value(&c.layers)->default_value(c.layers),
-      "backbone blocks tapped: lastM or indices like 8,9,10,11")(
-      "flip", po::bool_switch(&c.flip), "random horizontal flip in training views")(
-      "photometric", po::bool_switch(&c.photometric), "photometric augmentation in training views")(
-      "backbone-precision", po::value(&c.backbone_precision)->default_value(c.backbone_precision),
-      "backbone compute: auto (fp32 on CPU, fp16 on CUDA) | fp32 | bf16 | fp16")(
-      "dtype", po::value(&c.dtype)->default_value(c.dtype),
-      "round features through this storage dtype, as a cache would: fp16 | bf16 | fp32");
+      "backbone", po::value(&c.backbone), "CLIP weights: OpenAI .pt or Hugging Face .safetensors");
+  evl::add_view_flags(o, o, c.views, evl::ViewTool::kOnline);
   return o;
 }
 
@@ -80,6 +63,7 @@ int main(int argc, char** argv) {
       "       evl_train_head --online --list LIST [--root DIR] --backbone FILE [--val-list LIST] "
       "--out RUN_DIR [options]"};
   evl::TrainConfig c;
+  evl::OnlineConfig online_cfg;
   po::options_description o("options");
   o.add_options()("cache", po::value(&c.cache), "training feature cache directory")(
       "val-cache", po::value(&c.val_cache), "validation feature cache (multi-view top-1/top-5)")(
@@ -96,13 +80,14 @@ int main(int argc, char** argv) {
       "seed", po::value(&c.seed)->default_value(c.seed), "sampler and dropout seed")(
       "device", po::value(&c.device)->default_value(c.device), "cpu | cuda | cuda:N")(
       "precision", po::value(&c.precision)->default_value(c.precision),
-      "auto (CUDA fp16 + loss scaling, CPU fp32) | fp32 | bf16 | fp16")(
-      "eval-every", po::value(&c.eval_every)->default_value(c.eval_every),
-      "validate every N steps (0: end)")("save-every",
-                                         po::value(&c.save_every)->default_value(c.save_every),
-                                         "checkpoint every N steps (0: end)")(
-      "log-every", po::value(&c.log_every)->default_value(c.log_every),
-      "metrics.jsonl line every N steps")(
+      "head training: auto (CUDA: fp16 + loss scaling; CPU: bf16 where the CPU has native bf16, "
+      "else fp32) | fp32 | bf16 | fp16")("eval-every",
+                                         po::value(&c.eval_every)->default_value(c.eval_every),
+                                         "validate every N steps (0: end)")(
+      "save-every", po::value(&c.save_every)->default_value(c.save_every),
+      "checkpoint every N steps (0: end)")("log-every",
+                                           po::value(&c.log_every)->default_value(c.log_every),
+                                           "metrics.jsonl line every N steps")(
       "decoder-layers", po::value(&c.decoder_layers)->default_value(c.decoder_layers),
       "decoder layers M (last M cached blocks; 0: all)")(
       "num-classes", po::value(&c.num_classes)->default_value(c.num_classes),
@@ -122,22 +107,22 @@ int main(int argc, char** argv) {
       "LR and weight-decay factor for all but the classifier (fine-tuning: 0.1)")(
       "resume", po::bool_switch(&c.resume), "continue RUN_DIR/last.pth (--init is then ignored)")(
       "threads", po::value(&c.threads)->default_value(c.threads), "torch threads (0: default)");
-  const auto online = online_options(c.online);
+  const auto online = online_options(online_cfg);
   o.add(online);
   return evl::cli::run(tool, [&] {
     po::variables_map vm;
     if (!evl::cli::parse(tool, argc, argv, o, vm)) return evl::cli::kExitOk;
-    const std::string ini = evl::cli::to_ini(check_mode(vm, online, c.online.enabled));
+    const std::string ini = evl::cli::to_ini(check_mode(vm, online, online_cfg.enabled));
     evl::TrainSummary s;
-    if (c.online.enabled) {
+    if (online_cfg.enabled) {
       // One backbone for both lists; the views of both are drawn from --seed.
       if (c.threads > 0) torch::set_num_threads(static_cast<int>(c.threads));
-      auto backbone = std::make_shared<evl::OnlineBackbone>(c.online, c.device);
-      const evl::OnlineDataset train(c.online, c.online.list, evl::OnlineDataset::Views::kTrain,
+      auto backbone = std::make_shared<evl::OnlineBackbone>(online_cfg, c.device);
+      const evl::OnlineDataset train(online_cfg, online_cfg.list, evl::OnlineDataset::Views::kTrain,
                                      c.seed, c.decoder_layers, backbone);
       std::unique_ptr<evl::OnlineDataset> val;
-      if (!c.online.val_list.empty())
-        val = std::make_unique<evl::OnlineDataset>(c.online, c.online.val_list,
+      if (!online_cfg.val_list.empty())
+        val = std::make_unique<evl::OnlineDataset>(online_cfg, online_cfg.val_list,
                                                    evl::OnlineDataset::Views::kTest, c.seed,
                                                    c.decoder_layers, backbone);
       s = evl::train_head(c, ini, train, val.get());

@@ -7,44 +7,22 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
 
+#include "common/atomic_file.h"
 #include "common/check.h"
 #include "common/log.h"
 #include "common/progress.h"
+#include "common/random.h"
+#include "evaluate/metrics.h"
 #include "train/checkpoint.h"
 #include "train/lr_schedule.h"
 #include "train/mixed_precision.h"
+#include "train/scoring.h"
 
 namespace fs = std::filesystem;
 
 namespace evl {
-
-namespace {
-
-// Dropout RNG seed of one step: resuming at step s replays the same masks.
-uint64_t step_seed(uint64_t seed, int64_t step) {
-  uint64_t z = seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(step) + 1;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return (z ^ (z >> 31)) & 0x7fffffffffffffffULL;
-}
-
-void to_device(FeatureBatch& b, const torch::Device& device) {
-  if (device.is_cpu()) return;
-  for (auto* v : {&b.x, &b.q, &b.k})
-    for (auto& t : *v) t = t.to(device, /*non_blocking=*/true);
-  b.labels = b.labels.to(device);
-}
-
-void write_file(const fs::path& path, const std::string& text) {
-  std::ofstream f(path, std::ios::trunc);
-  f << text;
-  EVL_CHECK(f.good(), "cannot write '", path.string(), "'");
-}
-
-}  // namespace
 
 HeadConfig head_config_for(const TrainConfig& cfg, const cache::Manifest& manifest, int64_t layers,
                            int64_t num_classes) {
@@ -69,37 +47,12 @@ HeadConfig head_config_for(const TrainConfig& cfg, const cache::Manifest& manife
 
 EvalResult evaluate(EvlHead& head, const FeatureSource& data, int64_t batch,
                     const torch::Device& device) {
-  torch::NoGradGuard no_grad;
-  head->eval();
-  std::map<int64_t, std::pair<torch::Tensor, int64_t>> per_clip;  // clip -> (sum of softmax, label)
-  const int64_t n = data.size();
-  for (int64_t start = 0; start < n; start += batch) {
-    std::vector<int64_t> idx;
-    for (int64_t i = start; i < std::min(n, start + batch); ++i) idx.push_back(i);
-    auto b = data.load(idx);
-    to_device(b, device);
-    auto probs = head->forward(b.x, b.q, b.k).softmax(-1).to(torch::kCPU);
-    for (size_t r = 0; r < idx.size(); ++r) {
-      auto& slot = per_clip[b.clip_index[r]];
-      slot.first = slot.first.defined() ? slot.first + probs[static_cast<int64_t>(r)]
-                                        : probs[static_cast<int64_t>(r)];
-      slot.second = b.labels[static_cast<int64_t>(r)].item<int64_t>();
-    }
-  }
+  const ClipScores scores = score_clips(head, data, batch, device, FuseMode::kProbabilities);
+  const Metrics m =
+      compute_metrics(scores.scores.data(), scores.num_clips(), scores.num_classes, scores.labels);
   EvalResult out;
-  int64_t hit1 = 0, hit5 = 0;
-  for (const auto& [clip, slot] : per_clip) {
-    if (slot.second < 0) continue;
-    ++out.clips;
-    auto top = slot.first.topk(std::min<int64_t>(5, slot.first.size(0)));
-    const auto idx_top = std::get<1>(top);
-    hit1 += idx_top[0].item<int64_t>() == slot.second;
-    hit5 += (idx_top == slot.second).any().item<bool>();
-  }
-  if (out.clips > 0) {
-    out.top1 = static_cast<double>(hit1) / static_cast<double>(out.clips);
-    out.top5 = static_cast<double>(hit5) / static_cast<double>(out.clips);
-  }
+  out.clips = m.num_labelled;
+  if (m.num_labelled > 0) out.top1 = m.top1, out.top5 = m.top5;
   return out;
 }
 
@@ -150,7 +103,8 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
   const torch::Device device(cfg.device);
   EVL_CHECK_USAGE(!device.is_cuda() || torch::cuda::is_available(), "--device ", cfg.device,
                   ": this LibTorch has no CUDA device available");
-  const auto precision = resolve_train_precision(cfg.precision, device);
+  const Precision precision =
+      resolve_precision(cfg.precision, PrecisionUse::kTraining, device.is_cuda(), "--precision");
 
   const auto& manifest = train.manifest();
   const int64_t layers = train.layers();
@@ -170,7 +124,7 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
   }
 
   const auto head_cfg = head_config_for(cfg, manifest, layers, classes);
-  torch::manual_seed(step_seed(cfg.seed, -1));  // initial weights are a function of --seed
+  torch::manual_seed(rng::step_seed(cfg.seed, -1));  // initial weights are a function of --seed
   EvlHead head(head_cfg);
   head->to(device);
   // Param groups: [0] everything scaled by --init-lr-scale (1: the plain
@@ -187,7 +141,7 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
           {classifier, std::make_unique<torch::optim::AdamWOptions>(
                            torch::optim::AdamWOptions(cfg.lr).weight_decay(cfg.weight_decay))}},
       torch::optim::AdamWOptions(cfg.lr).weight_decay(cfg.weight_decay));
-  GradScaler scaler(precision == TrainPrecision::kFp16);
+  GradScaler scaler(precision == Precision::kFp16);
 
   const fs::path out(cfg.out), last = out / "last.pth";
   fs::create_directories(out);
@@ -210,7 +164,7 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
     }
   }
   const std::string full_ini = config_ini + "\n" + head_cfg.to_ini();
-  write_file(out / "config.ini", full_ini);
+  write_file_atomic((out / "config.ini").string(), full_ini);
   std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
 
   TrainSummary summary;
@@ -222,7 +176,7 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
     auto& groups = opt.param_groups();
     static_cast<torch::optim::AdamWOptions&>(groups[0].options()).lr(lr * scale);
     static_cast<torch::optim::AdamWOptions&>(groups[1].options()).lr(lr);
-    torch::manual_seed(step_seed(cfg.seed, step));
+    torch::manual_seed(rng::step_seed(cfg.seed, step));
     head->train();
     opt.zero_grad();
     const auto indices = train.train_batch(cfg.seed, step, cfg.batch_size);
@@ -277,9 +231,9 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
     if (final_step || (cfg.save_every > 0 && done % cfg.save_every == 0)) {
       const auto path = out / ("checkpoint-" + std::to_string(done) + ".pth");
       save_training_checkpoint(path.string(), head, opt, done, full_ini, &scaler);
-      const auto tmp = out / "last.pth.tmp";
-      fs::copy_file(path, tmp, fs::copy_options::overwrite_existing);
-      fs::rename(tmp, last);
+      AtomicFile last_file(last.string());
+      fs::copy_file(path, last_file.temp_path(), fs::copy_options::overwrite_existing);
+      last_file.commit();
       last_good = path.string();
       summary.last_checkpoint = path.string();
     }

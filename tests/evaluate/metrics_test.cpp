@@ -105,3 +105,12 @@ TEST(Metrics, BadLabelsAndEmptyInput) {
   EXPECT_TRUE(std::isnan(m.top1));
   EXPECT_TRUE(evl::metrics_to_json(m)["top1"].is_null());
 }
+
+TEST(LabelNames, RealKineticsFileAndErrors) {
+  auto names =
+      evl::read_label_names(std::string(EVL_SHARED_DIR) + "/data/real/labels/kinetics400.txt");
+  ASSERT_EQ(names.size(), 400u);
+  EXPECT_EQ(names[6], "arm wrestling");  // 0-based line numbers (the data README)
+  EXPECT_THROW(evl::read_label_names("/nonexistent/labels.txt"), evl::Error);
+  EXPECT_THROW(evl::read_label_names("/tmp"), evl::Error);  // a directory is not a label file
+}

@@ -97,7 +97,7 @@ TEST(Autocast, CpuBf16GuardCastsMatmulsAndRestores) {
   const auto x = torch::randn({4, 8}), w = torch::randn({3, 8});
   ASSERT_FALSE(at::autocast::is_cpu_enabled());
   {
-    AutocastGuard g(TrainPrecision::kBf16, torch::Device("cpu"));
+    AutocastGuard g(Precision::kBf16, torch::Device("cpu"));
     EXPECT_TRUE(at::autocast::is_cpu_enabled());
     const auto y = torch::linear(x, w);
     EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
@@ -107,20 +107,7 @@ TEST(Autocast, CpuBf16GuardCastsMatmulsAndRestores) {
   EXPECT_FALSE(at::autocast::is_cpu_enabled());
   EXPECT_EQ(torch::linear(x, w).scalar_type(), torch::kFloat);
   {
-    AutocastGuard off(TrainPrecision::kFp32, torch::Device("cpu"));
+    AutocastGuard off(Precision::kFp32, torch::Device("cpu"));
     EXPECT_FALSE(at::autocast::is_cpu_enabled());
   }
-}
-
-TEST(Autocast, PrecisionNames) {
-  const torch::Device cpu("cpu");
-  // auto on CPU: bf16 exactly where the CPU has native bf16 instructions.
-  const int native = std::system("grep -qE '^flags.* (avx512_bf16|amx_bf16)' /proc/cpuinfo");
-  EXPECT_EQ(resolve_train_precision("auto", cpu),
-            native == 0 ? TrainPrecision::kBf16 : TrainPrecision::kFp32);
-  EXPECT_EQ(resolve_train_precision("fp32", cpu), TrainPrecision::kFp32);
-  EXPECT_EQ(resolve_train_precision("bf16", cpu), TrainPrecision::kBf16);
-  EXPECT_EQ(resolve_train_precision("auto", torch::Device("cuda")), TrainPrecision::kFp16);
-  EXPECT_THROW(resolve_train_precision("fp16", cpu), UsageError);
-  EXPECT_THROW(resolve_train_precision("half", cpu), UsageError);
 }
