@@ -15,25 +15,6 @@
 namespace evl {
 namespace F = torch::nn::functional;
 
-std::string to_string(Precision p) {
-  switch (p) {
-    case Precision::kFP32:
-      return "fp32";
-    case Precision::kFP16:
-      return "fp16";
-    case Precision::kBF16:
-      return "bf16";
-  }
-  return "?";
-}
-
-Precision parse_precision(const std::string& s) {
-  if (s == "fp32") return Precision::kFP32;
-  if (s == "fp16") return Precision::kFP16;
-  if (s == "bf16") return Precision::kBF16;
-  EVL_THROW(UsageError, "unknown precision '", s, "' (expected fp32, fp16 or bf16)");
-}
-
 torch::Tensor interpolate_pos_embed(const torch::Tensor& pos, int64_t new_grid) {
   TORCH_CHECK(pos.dim() == 2, "positional embedding must be (L, C), got ", pos.sizes());
   const int64_t C = pos.size(1);
@@ -119,10 +100,10 @@ void ClipVisionImpl::reset() {
   EVL_CHECK_USAGE(input_size_ % a.patch == 0, "input size ", input_size_,
                   " is not a multiple of the backbone's patch size ", a.patch);
   const bool cuda = options_.device.is_cuda();
-  EVL_CHECK_USAGE(options_.precision != Precision::kFP16 || cuda,
+  EVL_CHECK_USAGE(options_.precision != Precision::kFp16 || cuda,
                   "precision fp16 needs a CUDA device; use fp32 or bf16 on CPU");
-  dtype_ = options_.precision == Precision::kFP16   ? torch::kHalf
-           : options_.precision == Precision::kBF16 ? torch::kBFloat16
+  dtype_ = options_.precision == Precision::kFp16   ? torch::kHalf
+           : options_.precision == Precision::kBf16 ? torch::kBFloat16
                                                     : torch::kFloat;
   const int64_t C = a.width, g = input_size_ / a.patch;
   const auto f32 = torch::TensorOptions().device(options_.device).dtype(torch::kFloat);

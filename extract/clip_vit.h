@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/precision.h"
 #include "extract/weights.h"
 
 namespace evl {
@@ -30,17 +31,15 @@ struct BackboneOutput {
   torch::Tensor embedding;            // (N, E) ln_post(CLS) @ proj, only when requested
 };
 
-// kFP32: everything fp32. kFP16 (CUDA) / kBF16 (CPU with avx512_bf16): GEMM operands
-// (weights, converted once at load, and activations) in fp16/bf16; LayerNorm, softmax, the
-// MLP activation, the biases after the attention and the residual stream in fp32.
-enum class Precision { kFP32, kFP16, kBF16 };
-std::string to_string(Precision p);               // "fp32" | "fp16" | "bf16"
-Precision parse_precision(const std::string& s);  // throws UsageError
+// Precision (common/precision.h) of the backbone: kFp32: everything fp32. kFp16 (CUDA) /
+// kBf16 (CPU; fast with avx512_bf16/AMX): GEMM operands (weights, converted once at load,
+// and activations) in fp16/bf16; LayerNorm, softmax, the MLP activation, the biases after
+// the attention and the residual stream in fp32.
 
 struct BackboneOptions {
   int64_t input_size = 0;  // input side in pixels; 0 = the weights' native size
   torch::Device device = torch::kCPU;
-  Precision precision = Precision::kFP32;
+  Precision precision = Precision::kFp32;
 };
 
 // The model. Parameters are frozen (requires_grad false) and stored in the compute dtype;

@@ -122,21 +122,6 @@ std::vector<ClipEntry> read_kinetics_csv(const std::string& list_path,
 
 }  // namespace
 
-std::vector<std::string> read_label_names(const std::string& path) {
-  std::ifstream in(path);
-  EVL_CHECK(in, "label names '", path, "': cannot open");
-  std::vector<std::string> names;
-  std::string line;
-  int64_t n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    line = trim(line);
-    EVL_CHECK(!line.empty(), "label names '", path, "' line ", n, ": empty class name");
-    names.push_back(line);
-  }
-  return names;
-}
-
 std::vector<ClipEntry> read_dataset_list(const std::string& list_path,
                                          const std::vector<std::string>& label_names) {
   std::ifstream in(list_path);

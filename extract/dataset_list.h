@@ -20,16 +20,14 @@ struct ClipEntry {
 
 // Reads a list. A file whose first line starts with "label,youtube_id" or
 // "youtube_id," is read as Kinetics CSV; its class names map to indices through
-// `label_names` (one per class, spaces and underscores equivalent) or, when
+// `label_names` (one per class, spaces and underscores equivalent; e.g. from
+// read_label_names in evaluate/metrics.h) or, when
 // empty, through the sorted set of names in the file. CSV clips resolve to
 // `<youtube_id>_<start:06d>_<end:06d>.mp4` (the Kinetics downloader's naming;
 // already trimmed, so start/end are not set). Throws evl::Error naming the file
 // and line for a malformed line, a bad label, or a duplicate clip.
 std::vector<ClipEntry> read_dataset_list(const std::string& list_path,
                                          const std::vector<std::string>& label_names = {});
-
-// One class name per line (blank lines are an error). Throws evl::Error.
-std::vector<std::string> read_label_names(const std::string& path);
 
 // `root`/path for a relative path (root may be empty); absolute paths unchanged.
 std::string resolve_video_path(const ClipEntry& entry, const std::string& root);

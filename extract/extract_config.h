@@ -1,10 +1,13 @@
 // The typed configuration of an extraction job (evl_extract). Defaults here are
-// the single source of truth: extract_main.cpp binds its flags to these fields.
-// Library code receives this struct and never sees Boost.Program_options.
+// the single source of truth: extract_main.cpp binds its flags to these fields
+// (the view and feature flags through view_settings.h's table). Library code
+// receives this struct and never sees Boost.Program_options.
 #pragma once
 
 #include <cstdint>
 #include <string>
+
+#include "extract/view_settings.h"
 
 namespace evl {
 
@@ -15,26 +18,14 @@ struct ExtractConfig {
   std::string backbone;  // OpenAI CLIP .pt or Hugging Face .safetensors
   std::string out;       // cache directory
   std::string failures;  // TSV of videos that failed (default <out>/failures[-<shard>].tsv)
+  int64_t limit = 0;     // process only the first N clips of the list (0: all)
 
-  // sampling and views (official defaults: K400 8x16, one centre view)
-  int64_t frames = 8;
-  int64_t stride = 16;
-  std::string sampling = "dense";  // dense | tsn
-  int64_t temporal_views = 1;
-  int64_t spatial_views = 1;
-  int64_t train_views = 0;   // K > 0: K augmented training views per clip instead of test views
-  bool flip = false;         // training views only (the official code never flips)
-  bool photometric = false;  // training views only
-  int64_t input_size = 0;    // 0: the backbone's native resolution
-  uint64_t seed = 0;
-
-  // features
-  std::string layers = "last4";    // "lastM" or explicit block indices "8,9,10,11" / "-4,-3,-2,-1"
-  std::string store = "qk";        // qk | compact
-  std::string dtype = "fp16";      // fp16 | bf16 | fp32 (storage)
-  std::string precision = "auto";  // backbone compute: auto | fp32 | bf16 | fp16
-  bool save_inputs = false;        // also store each view's preprocessed frames
-  std::string dump_frames;         // directory for PNGs of each view ("" = off)
+  // sampling, views and features (shared with --online and evl_predict)
+  ViewSettings views;
+  uint64_t seed = 0;         // training views: a view is reproducible from (seed, clip, view)
+  std::string store = "qk";  // qk | compact
+  bool save_inputs = false;  // also store each view's preprocessed frames
+  std::string dump_frames;   // directory for PNGs of each view ("" = off)
 
   // execution
   std::string device = "cpu";  // cpu | cuda | cuda:N
@@ -43,7 +34,6 @@ struct ExtractConfig {
   int shard_index = -1;        // -1: SLURM_ARRAY_TASK_ID / SLURM_PROCID, else 0
   int num_shards = -1;         // -1: SLURM_ARRAY_TASK_COUNT / SLURM_NTASKS, else 1
   int64_t max_failures = -1;   // abort when more videos than this fail (-1: never)
-  int64_t limit = 0;           // process only the first N clips of the list (0: all)
 };
 
 }  // namespace evl

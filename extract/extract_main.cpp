@@ -8,6 +8,7 @@
 
 #include "common/cli.h"
 #include "extract/pipeline.h"
+#include "extract/view_settings.h"
 
 namespace po = boost::program_options;
 
@@ -38,30 +39,12 @@ po::options_description make_options(evl::ExtractConfig& c) {
       "limit", po::value(&c.limit)->default_value(c.limit),
       "only the first N clips of the list (0: all)");
   po::options_description views("sampling and views");
-  views.add_options()("frames", po::value(&c.frames)->default_value(c.frames),
-                      "frames per clip (T)")(
-      "stride", po::value(&c.stride)->default_value(c.stride), "frame stride of dense sampling")(
-      "sampling", po::value(&c.sampling)->default_value(c.sampling), "dense | tsn")(
-      "temporal-views", po::value(&c.temporal_views)->default_value(c.temporal_views),
-      "test views along time")("spatial-views",
-                               po::value(&c.spatial_views)->default_value(c.spatial_views),
-                               "test crops: 1 (centre) or 3")(
-      "train-views", po::value(&c.train_views)->default_value(c.train_views),
-      "K augmented training views per clip instead of test views")(
-      "flip", po::bool_switch(&c.flip), "random horizontal flip in training views")(
-      "photometric", po::bool_switch(&c.photometric), "photometric augmentation in training views")(
-      "input-size", po::value(&c.input_size)->default_value(c.input_size),
-      "input resolution (0: the backbone's native)")(
-      "seed", po::value(&c.seed)->default_value(c.seed),
-      "seed of training views: a view is reproducible from (seed, clip, view)");
   po::options_description feats("features");
-  feats.add_options()("layers", po::value(&c.layers)->default_value(c.layers),
-                      "blocks feeding the decoder: lastM or indices like 8,9,10,11 or -4,-3,-2,-1")(
-      "store", po::value(&c.store)->default_value(c.store),
-      "qk (X, Q, K per layer) | compact (X of M+1 blocks; Q/K recomputed)")(
-      "dtype", po::value(&c.dtype)->default_value(c.dtype), "storage dtype: fp16 | bf16 | fp32")(
-      "precision", po::value(&c.precision)->default_value(c.precision),
-      "backbone compute: auto (fp32 on CPU, fp16 on CUDA) | fp32 | bf16 | fp16")(
+  evl::add_view_flags(views, feats, c.views, evl::ViewTool::kExtract);
+  views.add_options()("seed", po::value(&c.seed)->default_value(c.seed),
+                      "seed of training views: a view is reproducible from (seed, clip, view)");
+  feats.add_options()("store", po::value(&c.store)->default_value(c.store),
+                      "qk (X, Q, K per layer) | compact (X of M+1 blocks; Q/K recomputed)")(
       "save-inputs", po::bool_switch(&c.save_inputs),
       "also store each view's preprocessed input frames (float32)")(
       "dump-frames", po::value(&c.dump_frames)->default_value(c.dump_frames),

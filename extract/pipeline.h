@@ -1,21 +1,20 @@
 // The extraction job: dataset list -> decode -> sample views -> preprocess ->
-// frozen CLIP ViT -> cache records, as a oneTBB pipeline. Decoding of upcoming
-// clips overlaps the backbone forward; backbone batches are formed across clips
-// in list order (so batch composition, and the bytes written, do not depend on
-// the number of threads); writing is serial and ordered, one commit per batch.
-// Memory is bounded by the number of clips in flight, not by the dataset size.
+// frozen CLIP ViT -> cache records, as a oneTBB pipeline of four named stages
+// (pipeline_stages.h). Decoding of upcoming clips overlaps the backbone
+// forward; backbone batches are formed across clips in list order (so batch
+// composition, and the bytes written, do not depend on the number of threads);
+// writing is serial and ordered, one commit per batch. Memory is bounded by the
+// number of clips in flight, not by the dataset size.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <string>
 #include <utility>
-#include <vector>
 
 #include "cache/cache.h"
 #include "extract/clip_vit.h"
 #include "extract/extract_config.h"
-#include "extract/views.h"
 
 namespace evl {
 
@@ -38,12 +37,6 @@ std::pair<int, int> resolve_shard(int shard_index, int num_shards);
 
 // Balanced contiguous slice [begin, end) of `n` clips for shard `index` of `count`.
 std::pair<int64_t, int64_t> shard_slice(int64_t n, int index, int count);
-
-// The views' sampling settings for `cfg` at the resolved input size.
-SamplingConfig sampling_config(const ExtractConfig& cfg, int64_t input_size);
-
-// --precision: auto (fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16. Throws UsageError.
-Precision resolve_precision(const std::string& name, const torch::Device& device);
 
 // The provenance a job with `cfg` writes for a list of `num_clips` clips, without
 // shards. Shared with the online training source (train/online_dataset.h), which

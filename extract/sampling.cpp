@@ -24,7 +24,7 @@ void check_args(int64_t n, int64_t frames, int64_t stride) {
 }  // namespace
 
 std::vector<int64_t> dense_train_indices(int64_t n, int64_t frames, int64_t stride,
-                                         std::mt19937_64& rng) {
+                                         rng::Engine& g) {
   check_args(n, frames, stride);
   if (stride * (frames - 1) + 1 >= n) {
     // i*stride while < n, then the last valid index repeated (not n-1).
@@ -32,8 +32,8 @@ std::vector<int64_t> dense_train_indices(int64_t n, int64_t frames, int64_t stri
     for (int64_t i = 0; i < frames; ++i) idx.push_back(i * stride < n ? i * stride : idx.back());
     return idx;
   }
-  std::uniform_int_distribution<int64_t> pick(0, n - stride * (frames - 1) - 1);
-  return dense_view_indices(n, pick(rng), frames, stride);
+  return dense_view_indices(n, rng::uniform_int(g, 0, n - stride * (frames - 1) - 1), frames,
+                            stride);
 }
 
 std::vector<int64_t> temporal_view_starts(int64_t n, int64_t frames, int64_t stride,
@@ -57,14 +57,14 @@ std::vector<int64_t> dense_view_indices(int64_t n, int64_t start, int64_t frames
   return idx;
 }
 
-std::vector<int64_t> tsn_train_indices(int64_t n, int64_t frames, std::mt19937_64& rng) {
+std::vector<int64_t> tsn_train_indices(int64_t n, int64_t frames, rng::Engine& g) {
   check_args(n, frames, 1);
   double seg = static_cast<double>(n - 1) / static_cast<double>(frames);
   std::vector<int64_t> idx;
   for (int64_t i = 0; i < frames; ++i) {
     int64_t lo = round_half_even(seg * static_cast<double>(i));
     int64_t hi = round_half_even(seg * static_cast<double>(i + 1));
-    idx.push_back(std::uniform_int_distribution<int64_t>(lo, std::max(lo, hi))(rng));
+    idx.push_back(rng::uniform_int(g, lo, std::max(lo, hi)));
   }
   return idx;
 }
@@ -93,13 +93,6 @@ FrameRange trim_range(const std::vector<double>& times, double start_sec, double
   // Nothing inside the range (past the end, or between two frames): nearest frame.
   int64_t at = std::min<int64_t>(lo - times.begin(), n - 1);
   return {at, 1};
-}
-
-std::mt19937_64 view_rng(uint64_t seed, int64_t clip_index, int64_t view_index) {
-  std::seed_seq seq{static_cast<uint32_t>(seed),       static_cast<uint32_t>(seed >> 32),
-                    static_cast<uint32_t>(clip_index), static_cast<uint32_t>(clip_index >> 32),
-                    static_cast<uint32_t>(view_index), 0x45564cu};
-  return std::mt19937_64(seq);
 }
 
 }  // namespace evl

@@ -5,8 +5,9 @@
 #pragma once
 
 #include <cstdint>
-#include <random>
 #include <vector>
+
+#include "common/random.h"
 
 namespace evl {
 
@@ -17,8 +18,7 @@ int64_t round_half_even(double x);
 // indices start + i*stride. Short videos (stride*(T-1)+1 >= n): i*stride while
 // < n, then the last valid index repeated. Returns T indices. Throws evl::Error
 // when n < 1.
-std::vector<int64_t> dense_train_indices(int64_t n, int64_t frames, int64_t stride,
-                                         std::mt19937_64& rng);
+std::vector<int64_t> dense_train_indices(int64_t n, int64_t frames, int64_t stride, rng::Engine& g);
 
 // Start frames of k test temporal views over n frames, for a span of
 // (T-1)*stride+1 frames: slide = max(n, span) - span; k == 1: slide/2;
@@ -30,7 +30,7 @@ std::vector<int64_t> temporal_view_starts(int64_t n, int64_t frames, int64_t str
 std::vector<int64_t> dense_view_indices(int64_t n, int64_t start, int64_t frames, int64_t stride);
 
 // TSN training: seg = (n-1)/T; frame i uniform in [round(seg*i), round(seg*(i+1))].
-std::vector<int64_t> tsn_train_indices(int64_t n, int64_t frames, std::mt19937_64& rng);
+std::vector<int64_t> tsn_train_indices(int64_t n, int64_t frames, rng::Engine& g);
 
 // TSN test view v of k (not official: the official TSN eval crashes): frame i
 // at round(seg*(i + (v+0.5)/k)), so k == 1 takes every segment's centre.
@@ -45,8 +45,5 @@ struct FrameRange {
   int64_t count = 0;
 };
 FrameRange trim_range(const std::vector<double>& times, double start_sec, double end_sec);
-
-// A per-(seed, clip, view) random generator, so each view is reproducible alone.
-std::mt19937_64 view_rng(uint64_t seed, int64_t clip_index, int64_t view_index);
 
 }  // namespace evl

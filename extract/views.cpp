@@ -12,19 +12,34 @@
 
 namespace evl {
 
-CropBox random_resized_crop_box(int64_t height, int64_t width, std::mt19937_64& rng,
+SamplingConfig sampling_config(const ViewSettings& views, uint64_t seed, int64_t input_size) {
+  EVL_CHECK(input_size > 0, "sampling_config: unresolved input size ", input_size);
+  SamplingConfig s;
+  s.frames = views.frames;
+  s.stride = views.stride;
+  s.tsn = views.tsn();
+  s.temporal_views = views.temporal_views;
+  s.spatial_views = views.spatial_views;
+  s.train_views = views.train_views;
+  s.input_size = input_size;
+  s.flip = views.flip;
+  s.photometric = views.photometric;
+  s.seed = seed;
+  return s;
+}
+
+CropBox random_resized_crop_box(int64_t height, int64_t width, rng::Engine& g,
                                 std::array<double, 2> scale, std::array<double, 2> ratio) {
   const double area = static_cast<double>(height * width);
-  std::uniform_real_distribution<double> u_scale(scale[0], scale[1]);
-  std::uniform_real_distribution<double> u_log_ratio(std::log(ratio[0]), std::log(ratio[1]));
+  const double log_lo = std::log(ratio[0]), log_hi = std::log(ratio[1]);
   for (int attempt = 0; attempt < 10; ++attempt) {
-    double target = u_scale(rng) * area;
-    double aspect = std::exp(u_log_ratio(rng));
+    double target = rng::uniform_real(g, scale[0], scale[1]) * area;
+    double aspect = std::exp(rng::uniform_real(g, log_lo, log_hi));
     int64_t w = std::llround(std::sqrt(target * aspect));
     int64_t h = std::llround(std::sqrt(target / aspect));
     if (w > 0 && w <= width && h > 0 && h <= height) {
-      int64_t top = std::uniform_int_distribution<int64_t>(0, height - h)(rng);
-      int64_t left = std::uniform_int_distribution<int64_t>(0, width - w)(rng);
+      int64_t top = rng::uniform_int(g, 0, height - h);
+      int64_t left = rng::uniform_int(g, 0, width - w);
       return {top, left, h, w};
     }
   }
@@ -78,12 +93,11 @@ std::vector<int64_t> spatial_crop_offsets(int64_t length, int64_t size, int64_t 
   return off;
 }
 
-Photometric random_photometric(std::mt19937_64& rng) {
-  std::uniform_real_distribution<double> u(0.6, 1.4);
+Photometric random_photometric(rng::Engine& g) {
   Photometric p;
-  p.brightness = u(rng);
-  p.contrast = u(rng);
-  p.saturation = u(rng);
+  p.brightness = rng::uniform_real(g, 0.6, 1.4);
+  p.contrast = rng::uniform_real(g, 0.6, 1.4);
+  p.saturation = rng::uniform_real(g, 0.6, 1.4);
   return p;
 }
 
@@ -111,10 +125,10 @@ std::vector<ClipView> build_views(VideoReader& reader, const ClipEntry& entry,
   const int64_t n = range.count, s = cfg.input_size;
   const bool train = cfg.train_views > 0;
   std::vector<Plan> plans;  // train: one per view; test: one per temporal view
-  std::vector<std::mt19937_64> rngs;
+  std::vector<rng::Engine> rngs;
   if (train) {
     for (int64_t v = 0; v < cfg.train_views; ++v) {
-      rngs.push_back(view_rng(cfg.seed, clip_index, v));
+      rngs.push_back(rng::view_engine(cfg.seed, clip_index, v));
       auto idx = cfg.tsn ? tsn_train_indices(n, cfg.frames, rngs.back())
                          : dense_train_indices(n, cfg.frames, cfg.stride, rngs.back());
       plans.push_back({idx, str("train ", v, "/", cfg.train_views)});
@@ -150,14 +164,14 @@ std::vector<ClipView> build_views(VideoReader& reader, const ClipEntry& entry,
   std::vector<ClipView> views;
   if (train) {
     for (size_t v = 0; v < plans.size(); ++v) {
-      auto& rng = rngs[v];
+      auto& g = rngs[v];
       auto x = gather(plans[v].indices);
-      CropBox box = random_resized_crop_box(x.size(2), x.size(3), rng);
-      bool flip = cfg.flip && std::bernoulli_distribution(0.5)(rng);
+      CropBox box = random_resized_crop_box(x.size(2), x.size(3), g);
+      bool flip = cfg.flip && rng::bernoulli(g, 0.5);
       std::string desc = plans[v].description +
                          str(" crop=", box.left, ",", box.top, "+", box.width, "x", box.height);
       if (cfg.photometric) {
-        Photometric p = random_photometric(rng);
+        Photometric p = random_photometric(g);
         x = apply_photometric(x, p);
         desc += str(" photometric=", p.brightness, "/", p.contrast, "/", p.saturation);
       }

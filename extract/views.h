@@ -11,16 +11,19 @@
 
 #include <array>
 #include <cstdint>
-#include <random>
 #include <string>
 #include <vector>
 
 #include <torch/torch.h>
 
+#include "common/random.h"
 #include "extract/dataset_list.h"
+#include "extract/view_settings.h"
 
 namespace evl {
 
+// The resolved settings the view code runs on (built from ViewSettings by
+// sampling_config below; evl_predict may take mean/std from a cache manifest).
 struct SamplingConfig {
   int64_t frames = 8, stride = 16;
   bool tsn = false;
@@ -33,6 +36,10 @@ struct SamplingConfig {
   uint64_t seed = 0;
   int decoder_threads = 1;  // libavcodec threads per video
 };
+
+// The SamplingConfig of `views` with training-view seed `seed` at the resolved
+// input size (> 0). The only conversion from user settings to view settings.
+SamplingConfig sampling_config(const ViewSettings& views, uint64_t seed, int64_t input_size);
 
 struct ClipView {
   int32_t view_index = 0;
@@ -49,7 +56,7 @@ struct CropBox {
 // Inception-style crop as the official transform.py: area fraction uniform in
 // `scale`, aspect ratio log-uniform in `ratio`, 10 tries, then a centre crop
 // clamped to the ratio range.
-CropBox random_resized_crop_box(int64_t height, int64_t width, std::mt19937_64& rng,
+CropBox random_resized_crop_box(int64_t height, int64_t width, rng::Engine& g,
                                 std::array<double, 2> scale = {0.08, 1.0},
                                 std::array<double, 2> ratio = {3.0 / 4.0, 4.0 / 3.0});
 
@@ -69,7 +76,7 @@ std::vector<int64_t> spatial_crop_offsets(int64_t length, int64_t size, int64_t 
 struct Photometric {
   double brightness = 1, contrast = 1, saturation = 1;
 };
-Photometric random_photometric(std::mt19937_64& rng);
+Photometric random_photometric(rng::Engine& g);
 // Applies p to (T, 3, H, W) RGB in [0, 1]; result clamped to [0, 1].
 torch::Tensor apply_photometric(const torch::Tensor& x, const Photometric& p);
 
@@ -77,7 +84,8 @@ torch::Tensor apply_photometric(const torch::Tensor& x, const Photometric& p);
 // spatial_views x temporal_views test views in spatial-major order. Decodes only
 // the frames needed, once. Trims to [entry.start_sec, entry.end_sec) when set.
 // A video that turns out shorter than indexed is resampled (with a warning).
-// Deterministic given (cfg.seed, clip_index, view_index). Throws VideoError.
+// Deterministic given (cfg.seed, clip_index, view_index): view v draws from
+// rng::view_engine(seed, clip, v) (common/random.h). Throws VideoError.
 std::vector<ClipView> load_clip_views(const std::string& video_path, const ClipEntry& entry,
                                       const SamplingConfig& cfg, int64_t clip_index);
 

@@ -148,7 +148,7 @@ int main(int argc, char** argv) {
             << (getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)") << "\n";
 
   evl::BackboneOptions fp32_opt, bf16_opt;
-  bf16_opt.precision = evl::Precision::kBF16;
+  bf16_opt.precision = evl::Precision::kBf16;
   auto fp32 = evl::load_backbone(args.model, fp32_opt);
   auto bf16 = evl::load_backbone(args.model, bf16_opt);
   const auto& arch = fp32.arch;

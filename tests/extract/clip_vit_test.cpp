@@ -113,7 +113,7 @@ TEST(ClipVit, InterpolatedPositionEmbeddingMatchesTorchBicubic) {
 
 TEST(ClipVit, Bf16StaysWithinOnePercentOfReference) {
   BackboneOptions opt;
-  opt.precision = Precision::kBF16;
+  opt.precision = Precision::kBf16;
   auto bb = load_backbone(kDir + "tiny_clip_openai.pt", opt);
   auto ref = load_ref();
   auto out = bb.model->forward(ref["images"], {0, 1, 2}, true);
@@ -128,12 +128,12 @@ TEST(ClipVit, Bf16StaysWithinOnePercentOfReference) {
 // not change when it runs again (same or another batch size), and a smaller batch after a
 // larger one must still be exact.
 TEST(ClipVit, ReturnedFeaturesSurviveLaterCallsAndBatchChanges) {
-  for (auto prec : {Precision::kFP32, Precision::kBF16}) {
+  for (auto prec : {Precision::kFp32, Precision::kBf16}) {
     BackboneOptions opt;
     opt.precision = prec;
     auto bb = load_backbone(kDir + "tiny_clip_openai.pt", opt);
     auto ref = load_ref();
-    const double tol = prec == Precision::kFP32 ? 1e-5 : 2e-2;
+    const double tol = prec == Precision::kFp32 ? 1e-5 : 2e-2;
     auto first = bb.model->forward(ref["images"], {0, 1, 2});
     auto again = bb.model->forward(ref["images"] * 0.5, {0, 1, 2});  // same shape
     auto one = bb.model->forward(ref["images"].narrow(0, 0, 1), {0, 1, 2});
@@ -165,7 +165,7 @@ TEST(ClipVit, BadInputsAndOptionsThrow) {
   odd.input_size = 36;
   EXPECT_THROW(load_backbone(kDir + "tiny_clip_openai.pt", odd), UsageError);
   BackboneOptions half;
-  half.precision = Precision::kFP16;
+  half.precision = Precision::kFp16;
   EXPECT_THROW(load_backbone(kDir + "tiny_clip_openai.pt", half), UsageError);
 }
 
@@ -188,7 +188,7 @@ TEST(ClipVitGpu, Fp16OnCudaWithinOnePercentOfReference) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (LibTorch built without it)";
   BackboneOptions opt;
   opt.device = torch::Device(torch::kCUDA, 0);
-  opt.precision = Precision::kFP16;
+  opt.precision = Precision::kFp16;
   auto bb = load_backbone(kDir + "tiny_clip_openai.pt", opt);
   expect_matches_reference(bb, opt.device, 2e-2);
 }

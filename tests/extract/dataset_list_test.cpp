@@ -82,11 +82,5 @@ TEST(DatasetList, KineticsCsv) {
   EXPECT_THROW(read_dataset_list(dup), Error);
 }
 
-TEST(DatasetList, RealLabelFile) {
-  auto names = read_label_names(std::string(EVL_SHARED_DIR) + "/data/real/labels/kinetics400.txt");
-  ASSERT_EQ(names.size(), 400u);
-  EXPECT_EQ(names[6], "arm wrestling");
-}
-
 }  // namespace
 }  // namespace evl

@@ -152,29 +152,29 @@ int main(int argc, char** argv) try {
   cfg.list = list;
   cfg.backbone = args.model;
   cfg.out = (work / "cache").string();
-  cfg.frames = 8;
-  cfg.stride = 16;
-  cfg.temporal_views = 3;
-  cfg.spatial_views = 1;
-  cfg.layers = args.layers;
+  cfg.views.frames = 8;
+  cfg.views.stride = 16;
+  cfg.views.temporal_views = 3;
+  cfg.views.spatial_views = 1;
+  cfg.views.layers = args.layers;
   cfg.store = "qk";
-  cfg.dtype = "fp16";
-  cfg.precision = args.precision;
+  cfg.views.dtype = "fp16";
+  cfg.views.precision = args.precision;
   cfg.threads = args.threads;
   cfg.batch_size = args.batch_size;
-  const int64_t views_per_clip = cfg.temporal_views * cfg.spatial_views;
+  const int64_t views_per_clip = cfg.views.temporal_views * cfg.views.spatial_views;
 
   torch::set_num_threads(args.threads);
   evl::BackboneOptions bopts;
   bopts.precision =
-      args.precision == "auto" ? evl::Precision::kFP32 : evl::parse_precision(args.precision);
+      args.precision == "auto" ? evl::Precision::kFp32 : evl::parse_precision(args.precision);
   std::printf(
       "bench_extract: %s, %lld clips x %lld views (8x16), layers %s, qk fp16, "
       "batch %lld views, precision %s, %d threads, OMP_WAIT_POLICY=%s\n",
       args.model.c_str(), static_cast<long long>(args.clips),
       static_cast<long long>(views_per_clip), args.layers.c_str(),
-      static_cast<long long>(args.batch_size), evl::to_string(bopts.precision).c_str(),
-      args.threads, getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
+      static_cast<long long>(args.batch_size), evl::to_string(bopts.precision), args.threads,
+      getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
   std::fflush(stdout);
 
   // Warm-up: weights and videos into the page cache; LibTorch's thread pool started.
@@ -188,13 +188,13 @@ int main(int argc, char** argv) try {
   {
     evl::LoadedBackbone bb = evl::load_backbone(args.model, bopts);
     load_s = seconds_since(t0);
-    scfg.frames = cfg.frames;
-    scfg.stride = cfg.stride;
-    scfg.temporal_views = cfg.temporal_views;
-    scfg.spatial_views = cfg.spatial_views;
+    scfg.frames = cfg.views.frames;
+    scfg.stride = cfg.views.stride;
+    scfg.temporal_views = cfg.views.temporal_views;
+    scfg.spatial_views = cfg.views.spatial_views;
     scfg.input_size = bb.arch.image_size;
     blocks = evl::resolve_blocks(args.layers, bb.arch.depth);
-    bb.model->forward(torch::randn({cfg.frames, 3, bb.arch.image_size, bb.arch.image_size}),
+    bb.model->forward(torch::randn({cfg.views.frames, 3, bb.arch.image_size, bb.arch.image_size}),
                       blocks);
   }
 
@@ -220,7 +220,7 @@ int main(int argc, char** argv) try {
   // max(1, batch/views) consecutive clips, forwarded in chunks of batch*frames images.
   evl::LoadedBackbone bb = evl::load_backbone(args.model, bopts);
   const int64_t group = std::max<int64_t>(1, cfg.batch_size / views_per_clip);
-  const int64_t chunk = cfg.batch_size * cfg.frames;
+  const int64_t chunk = cfg.batch_size * cfg.views.frames;
   std::vector<torch::Tensor> batches;
   for (size_t g = 0; g < decoded.size(); g += static_cast<size_t>(group)) {
     std::vector<torch::Tensor> images;
@@ -264,8 +264,8 @@ int main(int argc, char** argv) try {
                       {"image_size", bb.arch.image_size},
                       {"clips", args.clips},
                       {"views_per_clip", views_per_clip},
-                      {"frames", cfg.frames},
-                      {"stride", cfg.stride},
+                      {"frames", cfg.views.frames},
+                      {"stride", cfg.views.stride},
                       {"layers", args.layers},
                       {"precision", evl::to_string(bopts.precision)},
                       {"threads", args.threads},

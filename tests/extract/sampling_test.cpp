@@ -80,7 +80,8 @@ TEST(Sampling, TrimRange) {
 }
 
 TEST(Sampling, ViewRngIsReproduciblePerView) {
-  auto a = view_rng(1, 2, 3), b = view_rng(1, 2, 3), c = view_rng(1, 2, 4), d = view_rng(2, 2, 3);
+  auto a = rng::view_engine(1, 2, 3), b = rng::view_engine(1, 2, 3), c = rng::view_engine(1, 2, 4),
+       d = rng::view_engine(2, 2, 3);
   auto x = a();
   EXPECT_EQ(x, b());
   EXPECT_NE(x, c());

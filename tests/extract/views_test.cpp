@@ -144,11 +144,11 @@ TEST(Views, TrainViewsAreReproducibleAndSameCropPerFrame) {
   // Without augmentation, a train view is crop-then-resize of the normalised frames.
   cfg.photometric = cfg.flip = false;
   auto c = load_clip_views(path, ClipEntry{}, cfg, 3)[0];
-  auto rng = view_rng(cfg.seed, 3, 0);
-  auto idx = dense_train_indices(300, 8, 16, rng);
+  auto g = rng::view_engine(cfg.seed, 3, 0);
+  auto idx = dense_train_indices(300, 8, 16, g);
   EXPECT_EQ(c.frame_indices, idx);
   VideoReader r(path);
-  CropBox box = random_resized_crop_box(256, 340, rng);
+  CropBox box = random_resized_crop_box(256, 340, g);
   auto x = normalize(frames_to_float(r.read_frames(idx)), cfg);
   auto want = torch::nn::functional::interpolate(
       x.slice(2, box.top, box.top + box.height).slice(3, box.left, box.left + box.width),

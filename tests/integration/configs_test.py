@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Checks configs/*/{extract,train}.ini statically and with the real tools.
 
-Static: every key must be a field of ExtractConfig (extract/extract_config.h) or
-TrainConfig (train/train_config.h) with '_' written as '-' (the flag names);
+Static: every key must be a field of ExtractConfig (extract/extract_config.h,
+including the ViewSettings it embeds, extract/view_settings.h) or TrainConfig
+(train/train_config.h) with '_' written as '-' (the flag names);
 every line must be `key = value` or a comment; values of integer fields must be
 integers.
 
@@ -107,7 +108,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bin", help="directory of evl_extract and evl_train_head (dry runs)")
     args = ap.parse_args()
-    tools = {"extract.ini": struct_fields("extract/extract_config.h", "ExtractConfig"),
+    extract_fields = struct_fields("extract/extract_config.h", "ExtractConfig")
+    extract_fields.update(struct_fields("extract/view_settings.h", "ViewSettings"))
+    tools = {"extract.ini": extract_fields,
              "train.ini": struct_fields("train/train_config.h", "TrainConfig")}
     errors, files = [], 0
     for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.ini"))):

@@ -83,14 +83,14 @@ class OnlineDatasetTest : public testing::Test {
     c.val_list = (root_ / "data" / "val.txt").string();
     c.root = (root_ / "data").string();
     c.backbone = kBackbone;
-    c.frames = 4;
-    c.stride = 3;
-    c.layers = "last2";
-    c.train_views = 3;
-    c.temporal_views = 2;
-    c.spatial_views = 3;
-    c.flip = true;
-    c.photometric = true;
+    c.views.frames = 4;
+    c.views.stride = 3;
+    c.views.layers = "last2";
+    c.views.train_views = 3;
+    c.views.temporal_views = 2;
+    c.views.spatial_views = 3;
+    c.views.flip = true;
+    c.views.photometric = true;
     return c;
   }
 
@@ -190,14 +190,14 @@ TEST_F(OnlineDatasetTest, TestViewsAndDecoderLayersEqualTheCachedOnes) {
 
 TEST_F(OnlineDatasetTest, StorageDtypeRoundingIsTheCaches) {
   OnlineConfig cfg = base_config();
-  cfg.dtype = "bf16";
-  cfg.train_views = 1;
+  cfg.views.dtype = "bf16";
+  cfg.views.train_views = 1;
   const OnlineDataset online(cfg, cfg.list, OnlineDataset::Views::kTrain, 2, 0, backbone_);
   const CachedDataset cached(extract(online, "bf16-cache").string(), 0);
   EXPECT_EQ(cached.manifest().dtype, cache::DType::kBF16);
   expect_same_items(online, cached, 3, 1.0);
   // The values are bf16-rounded; with --dtype fp16 they keep more bits.
-  cfg.dtype = "fp16";
+  cfg.views.dtype = "fp16";
   const OnlineDataset fp16(cfg, cfg.list, OnlineDataset::Views::kTrain, 2, 0, backbone_);
   const auto b = online.load({0}), h = fp16.load({0});
   EXPECT_TRUE(torch::equal(b.x[0], b.x[0].to(torch::kBFloat16).to(torch::kFloat)));

@@ -156,9 +156,9 @@ int main(int argc, char** argv) try {
   OnlineConfig oc;
   oc.list = list;
   oc.backbone = model;
-  oc.frames = 8, oc.stride = 16, oc.train_views = 1;
-  oc.layers = quick ? "last2" : "last4";
-  oc.dtype = "fp16";
+  oc.views.frames = 8, oc.views.stride = 16, oc.views.train_views = 1;
+  oc.views.layers = quick ? "last2" : "last4";
+  oc.views.dtype = "fp16";
   const uint64_t seed = 0;
 
   // 1. The cache (child process).
@@ -180,7 +180,7 @@ int main(int argc, char** argv) try {
   const HeadConfig hc = head_config_for(tc, man, data.layers(), 400);
   EvlHead head(hc);
   torch::optim::AdamW opt(head->parameters(), torch::optim::AdamWOptions(4e-4).weight_decay(0.05));
-  TrainPrecision precision = TrainPrecision::kFp32;
+  Precision precision = Precision::kFp32;
   auto train_step = [&](const FeatureBatch& b) {
     opt.zero_grad();
     torch::Tensor logits;
@@ -200,7 +200,7 @@ int main(int argc, char** argv) try {
   const double mem_fp32 = static_cast<double>(cache_steps * batch) / seconds_since(t0);
   // Everything below at evl_train_head's --precision auto (CPU: bf16 autocast
   // where the CPU has native bf16, else fp32); this line is what chose it.
-  precision = resolve_train_precision("auto", torch::Device("cpu"));
+  precision = resolve_precision("auto", PrecisionUse::kTraining, false, "--precision");
   train_step(fixed);  // warm-up
   t0 = Clock::now();
   for (int64_t s = 0; s < cache_steps; ++s) train_step(fixed);
@@ -230,8 +230,9 @@ int main(int argc, char** argv) try {
       "%s (width %lld, %lld blocks), %lld real clips, 8x16 frames, layers %s, fp16 qk cache, "
       "batch %lld, head %s on CPU, %d threads\n",
       fs::path(model).filename().c_str(), static_cast<long long>(man.backbone.width),
-      static_cast<long long>(man.backbone.depth), static_cast<long long>(clips), oc.layers.c_str(),
-      static_cast<long long>(batch), to_string(precision), torch::get_num_threads());
+      static_cast<long long>(man.backbone.depth), static_cast<long long>(clips),
+      oc.views.layers.c_str(), static_cast<long long>(batch), to_string(precision),
+      torch::get_num_threads());
   std::printf("train samples/s from cache:  %8.3f  (%lld steps)\n", disk,
               static_cast<long long>(cache_steps));
   std::printf("train samples/s from memory: %8.3f  (cache/memory %.1f%%)\n", mem, 100 * disk / mem);
