@@ -1,4 +1,4 @@
-// The command-line pattern every evl tool follows (DESIGN.md, "Command line"):
+// The command-line pattern every evl tool follows (specified in this header):
 // a typed config struct per stage holds the defaults; Boost.Program_options binds
 // its fields; `--config FILE.ini` supplies values (command-line flags win);
 // `--help` and `--version` print to stdout and exit 0; `--print-config` is a dry

@@ -1,6 +1,6 @@
 // Cache records -> float tensors, and the deterministic sampler. Compact mode
 // recomputes q = layer_norm(x_in) @ Wq^T + bq exactly as the backbone did
-// (reference §2: q/k of block b come from ln_1 of block b's input).
+// (docs/OFFICIAL_EVL.md §2.3: q/k of block b come from ln_1 of block b's input).
 #include "train/cached_dataset.h"
 
 #include "common/check.h"

@@ -1,5 +1,5 @@
 // The EVL decoder head: modules, forward and state (de)serialisation by name.
-// Initialisation follows the official code (reference §3.1-3.5): xavier q/k/v/
+// Initialisation follows the official code (docs/OFFICIAL_EVL.md §3.2): xavier q/k/v/
 // out and fc1/fc2, zero attention biases, N(0, 1e-6) MLP biases, zero query,
 // zero position embeddings and TCA tables, PyTorch defaults for conv and proj.
 #include "train/head.h"

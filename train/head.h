@@ -1,4 +1,4 @@
-// The EVL decoder head (reference §3), parameter-for-parameter the official
+// The EVL decoder head (docs/OFFICIAL_EVL.md §3-§5), parameter-for-parameter the official
 // EVLDecoder + proj under the official registered names (the checkpoint
 // format): decoder.cls_token, decoder.decoder_layers.N.{attn,mlp,norm1..3},
 // decoder.temporal_conv.N, decoder.temporal_pos_embed.N,

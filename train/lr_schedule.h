@@ -1,4 +1,4 @@
-// The learning-rate schedule of the official recipe (reference §4): cosine
+// The learning-rate schedule of the official recipe (docs/OFFICIAL_EVL.md §6.2): cosine
 // annealing per step from the base LR to 0 over all steps
 // (CosineAnnealingLR(T_max=steps), eta_min 0), with an optional linear warmup
 // that the official code does not have (warmup 0 reproduces it exactly).

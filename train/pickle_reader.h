@@ -3,7 +3,7 @@
 // (plain and collections.OrderedDict, any number of keys), lists, tuples,
 // ints, floats, strings, bools, None and tensors (_rebuild_tensor_v2,
 // _rebuild_parameter). It exists because LibTorch 1.13's pickle_load rejects
-// OrderedDicts and one-key dicts (toolchain notes §3a), i.e. every official
+// OrderedDicts and one-key dicts (docs/OFFICIAL_EVL.md §5.3), i.e. every official
 // EVL checkpoint. It does not run arbitrary pickle code: any other global is
 // an error.
 #pragma once

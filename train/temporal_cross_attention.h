@@ -1,4 +1,4 @@
-// The EVL temporal cross attention ("cross-frame attention", reference §3.4),
+// The EVL temporal cross attention ("cross-frame attention", docs/OFFICIAL_EVL.md §3.7),
 // in its cheap binned form: per-head softmax attention of frame t's patch
 // queries over frame t±1's patch keys (CLS excluded), averaged over heads,
 // binned into relative-offset slots and multiplied by the learned tables w1/w2.

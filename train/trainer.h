@@ -1,5 +1,5 @@
 // The training loop of evl_train_head over a feature cache: AdamW + per-step
-// cosine (reference §4), gradient accumulation over --batch-split micro-
+// cosine (docs/OFFICIAL_EVL.md §6), gradient accumulation over --batch-split micro-
 // batches, periodic evaluation and checkpoints, metrics.jsonl, progress, and
 // exact resume on CPU (the sampler and dropout RNG are functions of
 // (seed, step), so nothing but parameters and AdamW moments need saving).

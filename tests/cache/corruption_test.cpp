@@ -1,4 +1,4 @@
-// The corruption catalogue (STYLE.md): bad magic, future version, wrong shape,
+// The corruption catalogue (docs/ARCHITECTURE.md §8): bad magic, future version, wrong shape,
 // truncated value, flipped payload byte, duplicate key and mismatched
 // provenance on merge. Each must be an evl::Error naming the shard and key,
 // from the reader, from verify_cache, and from `evl_cache verify` (exit 1).

@@ -1,5 +1,5 @@
-// The command-line contract of every evl executable in bin/ (DESIGN.md,
-// "Command line"): --help and --version print to stdout and exit 0; an unknown
+// The command-line contract of every evl executable in bin/ (common/cli.h):
+// --help and --version print to stdout and exit 0; an unknown
 // flag exits 2 with `error: ...` on stderr and nothing on stdout; --print-config
 // prints the resolved options and exits 0, and with a config file holding an
 // unknown key exits 2 naming the file.

@@ -123,7 +123,7 @@ int main(int argc, char** argv) try {
     }
   }
 
-  // The clips: real ~10-18 s action videos (README of the shared data).
+  // The clips: real ~10-18 s action videos in EVL_SHARED_DIR/data/real/videos/action/.
   const std::string videos_dir = std::string(EVL_SHARED_DIR) + "/data/real/videos/action/";
   const std::vector<std::string> all_videos = {"k400_arm_wrestling.mp4",
                                                "k400_cleaning_pool.mp4",

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Independent reference for views_test: the official EVL test pipeline
-(video_dataset/dataset.py as described in shared/reference §4), written from
+(video_dataset/dataset.py as described in docs/OFFICIAL_EVL.md §8), written from
 the description with PyAV + PyTorch. Writes float32 (V, T, 3, S, S) to OUT.
 usage: official_views.py VIDEO FRAMES STRIDE TEMPORAL_VIEWS SPATIAL_VIEWS OUT [VIDEO ... OUT]...
        official_views.py --resize H W OH OW OUT [H W OH OW OUT]...

@@ -1,5 +1,5 @@
 // Numerics of the EVL head against an independent PyTorch implementation
-// (tests/train/make_head_reference.py, written from the reference document):
+// (tests/train/make_head_reference.py, written from docs/OFFICIAL_EVL.md §3-§6):
 // logits, loss, gradients and parameters after 3 AdamW + cosine steps, fp32.
 // Also checks the binned temporal cross attention against a brute-force loop.
 #include "train/head.h"
@@ -75,7 +75,7 @@ TEST(Head, ParameterNamesAreTheOfficialOnes) {
     total += t.numel();
     names.insert(name);
   }
-  EXPECT_EQ(total, 33183376);  // reference §8
+  EXPECT_EQ(total, 33183376);  // docs/OFFICIAL_EVL.md §9.1
   for (const char* key :
        {"decoder.cls_token", "decoder.decoder_layers.3.attn.out_proj.weight",
         "decoder.decoder_layers.0.mlp.fc1.bias", "decoder.decoder_layers.2.norm3.weight",

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Independent PyTorch reference for the EVL decoder head (tests/train/head_test.cpp).
 
-Written from shared/reference/evl-official-implementation.md §3-§5, not from
+Written from docs/OFFICIAL_EVL.md §3-§6, not from
 the C++ code: the temporal cross attention is the official *naive* form
 (materialise w[idx] as (P, P, C), einsum), the decoder attention uses the
 official einsums. Writes tests/fixtures/head/:
