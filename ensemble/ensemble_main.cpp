@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "common/atomic_file.h"
 #include "common/check.h"
 #include "common/cli.h"
 #include "ensemble/ensemble.h"
@@ -72,10 +73,7 @@ int main(int argc, char** argv) {
       std::cout << "wrote " << cfg.out << "\n";
     }
     if (!cfg.json.empty()) {
-      std::ofstream os(cfg.json);
-      EVL_CHECK(os, "report '", cfg.json, "': cannot be opened for writing");
-      os << evl::report_json(r).dump(2) << "\n";
-      EVL_CHECK(os.good(), "report '", cfg.json, "': write failed");
+      evl::write_file_atomic(cfg.json, evl::report_json(r).dump(2) + "\n");
       std::cout << "wrote " << cfg.json << "\n";
     }
     return 0;
