@@ -1,6 +1,7 @@
 // backbone_features (features.h): chunked forwards and the per-view regrouping.
 #include "extract/features.h"
 
+#include "cache/torch_interop.h"
 #include "common/check.h"
 
 namespace evl {
@@ -60,20 +61,8 @@ ViewFeatures backbone_features(ClipVisionImpl& model, const torch::Tensor& image
   return all;
 }
 
-torch::ScalarType storage_scalar_type(cache::DType dtype) {
-  switch (dtype) {
-    case cache::DType::kF16:
-      return torch::kHalf;
-    case cache::DType::kBF16:
-      return torch::kBFloat16;
-    case cache::DType::kF32:
-      return torch::kFloat;
-  }
-  return torch::kFloat;
-}
-
 torch::Tensor round_through_storage(const torch::Tensor& t, cache::DType dtype) {
-  const auto st = storage_scalar_type(dtype);
+  const auto st = cache::torch_dtype(dtype);
   if (st == torch::kFloat) return t.to(torch::kCPU, torch::kFloat);
   return t.to(torch::kCPU, st).to(torch::kFloat);
 }

@@ -44,7 +44,5 @@ ViewFeatures backbone_features(ClipVisionImpl& model, const torch::Tensor& image
 // `t` rounded through the storage dtype and back to float32, exactly as a cache
 // record stores it and its reader returns it (the identity for fp32).
 torch::Tensor round_through_storage(const torch::Tensor& t, cache::DType dtype);
-// The LibTorch dtype of a storage dtype.
-torch::ScalarType storage_scalar_type(cache::DType dtype);
 
 }  // namespace evl

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "cache/torch_interop.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
 #include "common/log.h"
@@ -25,7 +26,7 @@ namespace evl {
 namespace {
 
 cache::Array to_array(const torch::Tensor& t, cache::DType dtype) {
-  const torch::Tensor c = t.to(torch::kCPU, storage_scalar_type(dtype)).contiguous();
+  const torch::Tensor c = t.to(torch::kCPU, cache::torch_dtype(dtype)).contiguous();
   cache::Array a;
   a.dtype = dtype;
   a.shape.assign(c.sizes().begin(), c.sizes().end());

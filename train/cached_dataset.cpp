@@ -3,31 +3,11 @@
 // (docs/OFFICIAL_EVL.md §2.3: q/k of block b come from ln_1 of block b's input).
 #include "train/cached_dataset.h"
 
+#include "cache/torch_interop.h"
 #include "common/check.h"
 #include "common/random.h"
 
 namespace evl {
-
-namespace {
-
-torch::ScalarType torch_dtype(cache::DType d) {
-  switch (d) {
-    case cache::DType::kF16:
-      return torch::kHalf;
-    case cache::DType::kBF16:
-      return torch::kBFloat16;
-    case cache::DType::kF32:
-      return torch::kFloat;
-  }
-  return torch::kFloat;
-}
-
-torch::Tensor as_tensor(const cache::ArrayView& a) {
-  return torch::from_blob(const_cast<void*>(a.data), a.shape,
-                          torch::TensorOptions().dtype(torch_dtype(a.dtype)));
-}
-
-}  // namespace
 
 FeatureConverter::FeatureConverter(const cache::Manifest& manifest, const std::string& cache_dir,
                                    int64_t decoder_layers)
@@ -78,7 +58,7 @@ void FeatureConverter::fill(const cache::RecordView& record, int64_t row,
     EVL_CHECK(a, where_, ": record '", record.key, "' has no array '", name, "'");
     EVL_CHECK(a->shape == want, where_, ": record '", record.key, "': array '", name,
               "' has shape ", c10::IntArrayRef(a->shape), ", expected ", c10::IntArrayRef(want));
-    return as_tensor(*a);
+    return cache::as_tensor(*a);
   };
   auto x = get("x");
   for (int64_t i = 0; i < layers_; ++i) {

@@ -1,0 +1,32 @@
+// Cache arrays as LibTorch tensors, for the stages that use LibTorch (extract/,
+// train/). Header-only, so that the evl_cache library itself stays LibTorch-free:
+// include it only from code that links LibTorch.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "cache/cache.h"
+
+namespace evl::cache {
+
+// The LibTorch dtype of a storage dtype.
+inline torch::ScalarType torch_dtype(DType d) {
+  switch (d) {
+    case DType::kF16:
+      return torch::kHalf;
+    case DType::kBF16:
+      return torch::kBFloat16;
+    case DType::kF32:
+      return torch::kFloat;
+  }
+  return torch::kFloat;
+}
+
+// A tensor over the array's memory, without a copy: valid only as long as the
+// memory is (inside CacheReader::with_record's callback for a mapped record).
+inline torch::Tensor as_tensor(const ArrayView& a) {
+  return torch::from_blob(const_cast<void*>(a.data), a.shape,
+                          torch::TensorOptions().dtype(torch_dtype(a.dtype)));
+}
+
+}  // namespace evl::cache
