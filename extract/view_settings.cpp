@@ -6,6 +6,7 @@
 
 #include "cache/cache.h"
 #include "common/check.h"
+#include "common/precision.h"
 
 namespace po = boost::program_options;
 
@@ -131,9 +132,7 @@ void validate_view_settings(const ViewSettings& s, ViewUse use, ViewTool tool) {
   EVL_CHECK_USAGE(s.input_size >= 0, flag("input-size"), " must be >= 0 (0: native), got ",
                   s.input_size);
   EVL_CHECK_USAGE(!s.layers.empty(), flag("layers"), " is empty");
-  EVL_CHECK_USAGE(s.precision == "auto" || s.precision == "fp32" || s.precision == "bf16" ||
-                      s.precision == "fp16",
-                  flag("precision"), " '", s.precision, "': expected auto, fp32, bf16 or fp16");
+  if (s.precision != "auto") parse_precision(s.precision, flag("precision"));
   try {
     cache::parse_dtype(s.dtype);
   } catch (const UsageError& e) {
