@@ -97,6 +97,10 @@ Precision resolve_precision(const std::string& name, PrecisionUse use, bool cuda
                             const std::string& flag) {
   const PrecisionChoice c = resolve_precision(name, use, cuda, cpu_bf16_support(), flag);
   if (!c.warning.empty()) log::warn(c.warning);
+  // The one machine-dependent choice of "auto": say which way it went, and why.
+  if (name == "auto" && !cuda && use == PrecisionUse::kTraining)
+    log::info(flag, " auto: ", to_string(c.precision), " (this CPU's bf16 is ",
+              to_string(cpu_bf16_support()), "; flags: ", cpu_precision_flags(), ")");
   return c.precision;
 }
 

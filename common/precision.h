@@ -50,7 +50,8 @@ struct PrecisionChoice {
 // precision the device cannot run.
 PrecisionChoice resolve_precision(const std::string& name, PrecisionUse use, bool cuda, CpuBf16 cpu,
                                   const std::string& flag);
-// The same on this machine's CPU, logging the warning (if any) with log::warn.
+// The same on this machine's CPU, logging the warning (if any) with log::warn,
+// and, for training's "auto" on a CPU, which precision it picked and why.
 Precision resolve_precision(const std::string& name, PrecisionUse use, bool cuda,
                             const std::string& flag);
 
