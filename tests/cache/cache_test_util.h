@@ -12,27 +12,13 @@
 
 #include "cache/cache.h"
 #include "common/check.h"
+#include "tests/support/test_support.h"
 
 namespace evl::cache::testing {
 
 namespace fs = std::filesystem;
 
-// A fresh empty directory under the temp folder, removed by the destructor.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name) {
-    path =
-        fs::temp_directory_path() / ("evl_cache_test_" + name + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string str() const { return path.string(); }
-  std::string operator/(const std::string& s) const { return (path / s).string(); }
-};
+using TempDir = evl::test::TempDir;  // tests/support/test_support.h
 
 // M=2 layers (blocks 2,3), T=3 frames, grid 2 (L=5), C=16, input 32x32.
 inline Manifest tiny_manifest(StorageMode storage = StorageMode::kQK, DType dtype = DType::kF16,

@@ -14,6 +14,7 @@
 #include "cache/cache_tools.h"
 #include "cache_test_util.h"
 #include "common/check.h"
+#include "tests/support/test_support.h"
 
 using namespace evl::cache;
 using namespace evl::cache::testing;
@@ -22,14 +23,7 @@ namespace {
 
 const char* kShard = "features-00000-of-00001";
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const evl::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using evl::test::error_of;
 
 struct Corruption {
   const char* name;
@@ -146,7 +140,7 @@ TEST(Corruption, MergeRefusesDuplicateKeys) {
   m.num_clips = 10;
   write_cache(a.str(), m, 0, 3);
   write_cache(b.str(), m, 2, 3);  // clip 2 in both
-  fs::remove_all(out.path);
+  fs::remove_all(out.path());
   const std::string err = error_of([&] { merge_caches(out.str(), {a.str(), b.str()}); });
   EXPECT_NE(err.find(make_key(2, 0)), std::string::npos) << err;
   EXPECT_NE(err.find(a.str() + "/" + kShard), std::string::npos) << err;
@@ -163,7 +157,7 @@ TEST(Corruption, MergeRefusesMismatchedProvenance) {
   Manifest other = m;
   other.stride = 8;
   write_cache(b.str(), other, 3, 3);
-  fs::remove_all(out.path);
+  fs::remove_all(out.path());
   const std::string err = error_of([&] { merge_caches(out.str(), {a.str(), b.str()}); });
   EXPECT_NE(err.find(b.str()), std::string::npos) << err;
   EXPECT_NE(err.find("'stride'"), std::string::npos) << err;
@@ -183,7 +177,7 @@ TEST(Merge, JoinsShardsAndReadsBack) {
   m.num_clips = 6;
   write_cache(a.str(), m, 0, 3, "features-00000-of-00002");
   write_cache(b.str(), m, 3, 3, "features-00001-of-00002");
-  fs::remove_all(out.path);
+  fs::remove_all(out.path());
   const std::string cmd = std::string(EVL_TOOLS_DIR) + "/evl_cache merge '" + out.str() + "' '" +
                           a.str() + "' '" + b.str() + "' >/dev/null";
   ASSERT_EQ(WEXITSTATUS(std::system(cmd.c_str())), 0);

@@ -12,16 +12,14 @@
 #include "cache/cache.h"
 #include "cache_test_util.h"
 #include "common/check.h"
+#include "tests/support/test_support.h"
 
 using namespace evl::cache;
 using namespace evl::cache::testing;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using evl::test::slurp;
 
 }  // namespace
 

@@ -211,7 +211,7 @@ TEST(Manifest, SaveIsAtomicAndLoadable) {
   const Manifest m = tiny_manifest();
   m.save(dir.str());
   EXPECT_EQ(Manifest::load(dir.str()).to_json(), m.to_json());
-  for (const auto& e : fs::directory_iterator(dir.path))
+  for (const auto& e : fs::directory_iterator(dir.path()))
     EXPECT_EQ(e.path().filename(), "manifest.json");  // no temp file left
   expect_error_contains([&] { Manifest::load(dir / "nope"); }, {"nope", "manifest.json"});
 }

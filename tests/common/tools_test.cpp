@@ -15,34 +15,16 @@
 #include <vector>
 
 #include "evl/version.h"
+#include "tests/support/test_support.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using Result = evl::test::Exec;
 
 Result run(const std::string& exe, const std::string& args) {
-  const fs::path dir = fs::temp_directory_path();
-  const fs::path out = dir / "evl_tools_test.out", err = dir / "evl_tools_test.err";
-  const std::string cmd =
-      "'" + exe + "' " + args + " >'" + out.string() + "' 2>'" + err.string() + "' </dev/null";
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
+  return evl::test::run("'" + exe + "' " + args + " </dev/null", fs::temp_directory_path());
 }
 
 std::vector<fs::path> tools() {

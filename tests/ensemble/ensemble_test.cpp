@@ -9,6 +9,7 @@
 #include <set>
 
 #include "common/check.h"
+#include "tests/support/test_support.h"
 
 namespace {
 
@@ -36,14 +37,7 @@ evl::ScoreFile file(std::vector<std::string> ids, int64_t k, std::vector<int64_t
   return f;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const evl::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using evl::test::error_of;
 
 }  // namespace
 

@@ -14,29 +14,15 @@
 #include <sstream>
 
 #include "evaluate/scores.h"
+#include "tests/support/test_support.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Exec {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-Exec run(const std::string& cmd, const fs::path& dir) {
-  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const int status =
-      std::system((cmd + " >'" + out.string() + "' 2>'" + err.string() + "'").c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-}
+using evl::test::Exec;
+using evl::test::run;
+using evl::test::slurp;
 
 class EnsembleTool : public ::testing::Test {
  protected:

@@ -13,6 +13,7 @@
 #include <random>
 
 #include "common/check.h"
+#include "tests/support/test_support.h"
 
 namespace fs = std::filesystem;
 
@@ -25,7 +26,7 @@ fs::path temp_dir(const std::string& name) {
   return d;
 }
 
-int sh(const std::string& cmd) { return std::system(cmd.c_str()); }
+using evl::test::sh;
 
 evl::ScoreFile sample(int64_t n, int64_t k, uint32_t seed) {
   std::mt19937 rng(seed);

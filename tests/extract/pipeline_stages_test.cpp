@@ -35,13 +35,13 @@ class Stages : public testing::Test {
     for (int i = 0; i < 5; ++i)
       text += (i == missing ? std::string("absent.mkv") : "v" + std::to_string(i) + ".mkv") + " " +
               std::to_string(i % 3) + "\n";
-    const std::string list = (*dir_ / (out + ".txt")).string();
+    const std::string list = *dir_ / (out + ".txt");
     test::write_text(list, text);
     ExtractConfig c;
     c.list = list;
     c.root = dir_->str();
     c.backbone = test::tiny_backbone();
-    c.out = (*dir_ / out).string();
+    c.out = *dir_ / out;
     c.views.frames = 3;
     c.views.stride = 2;
     c.views.temporal_views = 2;

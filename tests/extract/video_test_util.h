@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "extract/video_reader.h"
+#include "tests/support/test_support.h"
 
 namespace evl::test {
 
@@ -29,21 +30,8 @@ inline std::string temp_dir(const std::string& name) {
   return d.string();
 }
 
-inline int sh(const std::string& cmd) { return std::system(cmd.c_str()); }
-
-// Generates a video with the ffmpeg CLI from a lavfi source; returns its path
-// ("" when ffmpeg fails).
-inline std::string make_video(const std::string& dir, const std::string& name,
-                              const std::string& args,
-                              const std::string& src = "testsrc=duration=4:size=96x64:rate=25") {
-  std::string path = dir + "/" + name;
-  if (!std::filesystem::exists(path)) {
-    std::string cmd =
-        "ffmpeg -hide_banner -loglevel error -y -f lavfi -i " + src + " " + args + " " + path;
-    if (sh(cmd) != 0) return "";
-  }
-  return path;
-}
+using evl::test::make_video;  // tests/support/test_support.h
+using evl::test::sh;
 
 // Small generated videos covering GOP structures and codecs (100 frames of
 // 96x64 unless the name says otherwise), made once per process.
@@ -86,10 +74,7 @@ inline std::vector<std::string> real_videos() {
   return out;
 }
 
-inline std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+inline std::string read_text(const std::string& path) { return evl::test::slurp(path); }
 
 // Runs pyav_frames.py once over `paths` (dumping `dump` indices of each into
 // `dump_dir` when given) and returns path -> PyAV frame count.

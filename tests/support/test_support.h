@@ -19,6 +19,8 @@
 #include <sstream>
 #include <string>
 
+#include "common/check.h"
+
 namespace evl::test {
 
 namespace fs = std::filesystem;
@@ -40,7 +42,7 @@ class TempDir {
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   const fs::path& path() const { return path_; }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
   std::string str() const { return path_.string(); }
 
  private:
@@ -85,14 +87,16 @@ inline Exec run(const std::string& cmd, const fs::path& scratch) {
   return r;
 }
 
-// The message of the exception `fn` throws ("" when it throws nothing).
+// The message of the evl::Error `fn` throws, "<no error>" when it throws
+// nothing. Any other exception propagates (a test failure: evl reports bad
+// input as evl::Error).
 inline std::string error_of(const std::function<void()>& fn) {
   try {
     fn();
-  } catch (const std::exception& e) {
+  } catch (const Error& e) {
     return e.what();
   }
-  return "";
+  return "<no error>";
 }
 
 #ifdef EVL_TOOLS_DIR
