@@ -49,14 +49,16 @@ const float* wdata(const Record& w, const std::string& name) {
   return reinterpret_cast<const float*>(w.array(name).bytes.data());
 }
 
-// Brute force in double: y = layer_norm(x) @ W^T + b for every row.
+// Brute force in double: y = layer_norm(x) @ W^T + b for every row. With `abs`,
+// also |b| + sum_c |layer_norm(x)_c W_oc|, the scale of float32's rounding of y.
 std::vector<double> reference(const Record& w, int block, const std::string& which,
-                              const std::vector<float>& x) {
+                              const std::vector<float>& x, std::vector<double>* abs = nullptr) {
   const std::string s = std::to_string(block);
   const float *g = wdata(w, "ln_1.weight." + s), *bb = wdata(w, "ln_1.bias." + s);
   const float *W = wdata(w, which + "_proj.weight." + s), *b = wdata(w, which + "_proj.bias." + s);
   const size_t rows = x.size() / kC;
   std::vector<double> y(x.size());
+  if (abs) abs->assign(x.size(), 0.0);
   for (size_t r = 0; r < rows; ++r) {
     double mean = 0, var = 0;
     for (int c = 0; c < kC; ++c) mean += x[r * kC + c] / double(kC);
@@ -65,9 +67,13 @@ std::vector<double> reference(const Record& w, int block, const std::string& whi
     for (int c = 0; c < kC; ++c)
       n[c] = (x[r * kC + c] - mean) / std::sqrt(var + 1e-5) * g[c] + bb[c];
     for (int o = 0; o < kC; ++o) {
-      double acc = b[o];
-      for (int c = 0; c < kC; ++c) acc += n[c] * W[o * kC + c];
+      double acc = b[o], mag = std::fabs(b[o]);
+      for (int c = 0; c < kC; ++c) {
+        acc += n[c] * W[o * kC + c];
+        mag += std::fabs(n[c] * W[o * kC + c]);
+      }
       y[r * kC + o] = acc;
+      if (abs) (*abs)[r * kC + o] = mag;
     }
   }
   return y;
@@ -93,10 +99,15 @@ TEST(Compact, ComputeQkMatchesBruteForce) {
   const auto x = synth_values(9, 5 * 3 * kC);
   std::vector<float> q(x.size()), k(x.size());
   compute_qk(w, 3, x.data(), 15, kC, q.data(), k.data());
-  const auto rq = reference(w, 3, "q", x), rk = reference(w, 3, "k", x);
+  std::vector<double> aq, ak;
+  const auto rq = reference(w, 3, "q", x, &aq), rk = reference(w, 3, "k", x, &ak);
+  // float32: the normalised input carries <= 3 roundings (scale, gain, bias; the
+  // statistics are double), the dot product of length C <= C (its classical
+  // bound gamma_C) and the bias 1, each relative to the magnitudes summed.
+  const double u = std::ldexp(1.0, -24), per_mag = (kC + 8) * u;
   for (size_t i = 0; i < x.size(); ++i) {
-    EXPECT_NEAR(q[i], rq[i], 1e-5 * (1 + std::fabs(rq[i])));
-    EXPECT_NEAR(k[i], rk[i], 1e-5 * (1 + std::fabs(rk[i])));
+    EXPECT_NEAR(q[i], rq[i], per_mag * aq[i]);
+    EXPECT_NEAR(k[i], rk[i], per_mag * ak[i]);
   }
   EXPECT_THROW(compute_qk(w, 7, x.data(), 15, kC, q.data(), k.data()), evl::Error);
 }

@@ -80,8 +80,12 @@ TEST(Views, TestViewsMatchOfficialPipeline) {
     auto want = read_f32(str(dir, "/v", i, ".f32"), {c.tv * c.sv, c.frames, 3, 224, 224});
     for (size_t v = 0; v < views.size(); ++v) {
       ASSERT_EQ(views[v].pixels.sizes(), want[v].sizes());
-      float diff = (views[v].pixels - want[v]).abs().max().item<float>();
-      EXPECT_LE(diff, 1e-5) << c.video << " view " << v << " (" << views[v].description << ")";
+      // Both sides are float32: /255, - mean, / std (3 roundings) and a bilinear
+      // tap of 4 non-negative weights summing to 1, each weight and product and
+      // sum rounded (<= 10 roundings), all at <= max |pixel|: 2 (3 + 10) u of it.
+      const double tol = 2 * (3 + 10) * std::ldexp(1.0, -24) * want[v].abs().max().item<double>();
+      const double diff = (views[v].pixels - want[v]).abs().max().item<double>();
+      EXPECT_LE(diff, tol) << c.video << " view " << v << " (" << views[v].description << ")";
     }
   }
 }
@@ -180,8 +184,12 @@ TEST(Views, NormalisationAndPngDumpRoundTrip) {
   // (1, 3, 1, 2): a black pixel and a white pixel.
   auto x = torch::tensor({0.0f, 1.0f}).view({1, 1, 1, 2}).expand({1, 3, 1, 2}).contiguous();
   auto n = normalize(x, cfg);
-  EXPECT_NEAR(n[0][0][0][0].item<float>(), -0.48145466 / 0.26862954, 1e-6);
-  EXPECT_NEAR(n[0][2][0][1].item<float>(), (1 - 0.40821073) / 0.27577711, 1e-6);
+  // float32: mean and std rounded to float, a subtraction and a division (or a
+  // reciprocal and a product): <= 5 roundings, each <= u of the result; 6 u.
+  const double u = std::ldexp(1.0, -24), black = -0.48145466 / 0.26862954,
+               white = (1 - 0.40821073) / 0.27577711;
+  EXPECT_NEAR(n[0][0][0][0].item<float>(), black, 6 * u * std::abs(black));
+  EXPECT_NEAR(n[0][2][0][1].item<float>(), white, 6 * u * std::abs(white));
   // dump_view_png writes PNGs that ffmpeg decodes back to the un-normalised pixels.
   std::string dir = test::temp_dir("png");
   auto rgb = torch::randint(0, 256, {2, 3, 16, 16}, torch::kUInt8);

@@ -5,14 +5,18 @@ Written from docs/OFFICIAL_EVL.md §3-§6, not from
 the C++ code: the temporal cross attention is the official *naive* form
 (materialise w[idx] as (P, P, C), einsum), the decoder attention uses the
 official einsums. Writes tests/fixtures/head/:
-  head_reference.pt   flat dict: config ints, inputs x/q/k per layer, labels,
-                      params ("param/<name>"), logits, loss, grads of step 1
-                      ("grad/<name>"), params after 3 AdamW+cosine steps ("step3/<name>")
+  head_reference.pt   flat dict: config ints, float32 inputs x/q/k per layer, labels,
+                      float32 params ("param/<name>"); computed from them in float64:
+                      logits and loss of step 1, the gradient of each step s = 0, 1, 2
+                      ("grad<s>/<name>"), params after 3 AdamW+cosine steps
+                      ("step3/<name>"), and per key-bias the sum of |dL/dk| that its
+                      (exactly zero) step-1 gradient cancels ("kgrad_abs/<name>")
   official_ddp.pth    torch.save({'model': ddp.state_dict()}) as checkpoint.py does:
                       one-key dict, OrderedDict with _metadata, 'module.' prefix
   official_bare.pth   torch.save(model.state_dict()): a bare OrderedDict
 Run: /usr/bin/python3 tests/train/make_head_reference.py
 """
+import copy
 import math
 import os
 from collections import OrderedDict
@@ -44,7 +48,11 @@ class Attention(nn.Module):
         n, nq, c = q.shape
         nk = k.shape[1]
         q = self.q_proj(q).view(n, nq, self.h, c // self.h)
-        k = self.k_proj(k).view(n, nk, self.h, c // self.h)
+        k = self.k_proj(k)
+        if k.requires_grad:  # kept to measure what the key bias gradient cancels (see main)
+            k.retain_grad()
+            self.keys = k
+        k = k.view(n, nk, self.h, c // self.h)
         v = self.v_proj(v).view(n, nk, self.h, c // self.h)
         aff = torch.einsum('nqhc,nkhc->nqkh', q / math.sqrt(c // self.h), k).softmax(dim=-2)
         mix = torch.einsum('nqlh,nlhc->nqhc', aff, v)
@@ -82,7 +90,7 @@ class TemporalCrossAttention(nn.Module):
 
     def forward(self, q, k):  # q, k: (N, T, L, H, Dh)
         n, t, l = q.shape[:3]
-        ret = torch.zeros([n, t, l, self.w1.size(-1)])
+        ret = torch.zeros([n, t, l, self.w1.size(-1)], dtype=q.dtype)
         ret[:, 1:, 1:] += self.forward_half(q[:, 1:], k[:, :-1], self.w1)
         ret[:, :-1, 1:] += self.forward_half(q[:, :-1], k[:, 1:], self.w2)
         return ret
@@ -147,20 +155,31 @@ def main():
     for name, p in model.named_parameters():
         out[f'param/{name}'] = p.detach().clone()
 
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WD)
+    # The references are computed in float64 from the float32 parameters and
+    # inputs above (exactly representable in float64), so they carry no float32
+    # rounding of any machine: the C++ side runs float32 and is compared with
+    # bounds derived from float32 roundoff (head_test.cpp).
+    ref = copy.deepcopy(model).double()
+    xs64, qs64, ks64 = ([t.double() for t in ts] for ts in (xs, qs, ks))
+    opt = torch.optim.AdamW(ref.parameters(), lr=LR, weight_decay=WD)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=STEPS)
     for step in range(STEPS):
         opt.zero_grad()
-        logits = model(xs, qs, ks)
+        logits = ref(xs64, qs64, ks64)
         loss = F.cross_entropy(logits, labels)
         loss.backward()
+        for name, p in ref.named_parameters():  # the gradient of every step (Adam's inputs)
+            out[f'grad{step}/{name}'] = p.grad.detach().clone()
         if step == 0:
             out['logits'], out['loss'] = logits.detach().clone(), loss.detach().clone()
-            for name, p in model.named_parameters():
-                out[f'grad/{name}'] = p.grad.detach().clone()
+            # The key bias gradient is sum_{n,j} dL/dk_{n,j}, which the softmax makes
+            # exactly 0; what rounding leaves of it scales with sum |dL/dk_{n,j}|.
+            for i, layer in enumerate(ref.decoder.decoder_layers):
+                out[f'kgrad_abs/decoder.decoder_layers.{i}.attn.k_proj.bias'] = \
+                    layer.attn.keys.grad.abs().sum(dim=(0, 1)).detach().clone()
         opt.step()
         sched.step()
-    for name, p in model.named_parameters():
+    for name, p in ref.named_parameters():
         out[f'step3/{name}'] = p.detach().clone()
     torch.save(out, os.path.join(OUT, 'head_reference.pt'))
 
