@@ -5,15 +5,9 @@
 # model; for more, the same against the index of the weight vector in the grid.
 # The chosen point is marked.
 set -euo pipefail
-if [ $# -ne 2 ]; then
-  echo "usage: $0 REPORT.json OUT.png" >&2
-  exit 2
-fi
-in=$1 out=$2
-[ -s "$in" ] || { echo "error: '$in': missing or empty" >&2; exit 1; }
-command -v gnuplot >/dev/null || { echo "error: gnuplot not found (scripts/setup.sh installs gnuplot-nox)" >&2; exit 1; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# shellcheck source=scripts/plot/common.sh
+source "$(dirname "$0")/common.sh"
+plot_start "REPORT.json OUT.png" "$@"
 /usr/bin/python3 - "$in" "$tmp" <<'PY'
 import json, sys
 src, tmp = sys.argv[1], sys.argv[2]

@@ -6,15 +6,9 @@
 # (evl_eval's --json, or evl_ensemble's report: chosen.test, else chosen.val);
 # "class_names" beside it label the axes when K <= 40.
 set -euo pipefail
-if [ $# -ne 2 ]; then
-  echo "usage: $0 REPORT.json OUT.png" >&2
-  exit 2
-fi
-in=$1 out=$2
-[ -s "$in" ] || { echo "error: '$in': missing or empty" >&2; exit 1; }
-command -v gnuplot >/dev/null || { echo "error: gnuplot not found (scripts/setup.sh installs gnuplot-nox)" >&2; exit 1; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# shellcheck source=scripts/plot/common.sh
+source "$(dirname "$0")/common.sh"
+plot_start "REPORT.json OUT.png" "$@"
 /usr/bin/python3 - "$in" "$tmp" <<'PY'
 import json, sys
 src, tmp = sys.argv[1], sys.argv[2]

@@ -6,15 +6,9 @@
 #   {"step":10,"loss":1.2,"lr":4e-4,"samples_per_s":100,"val_top1":0.5,"val_top5":0.9}
 # and any field may be absent from a line (validation runs only now and then).
 set -euo pipefail
-if [ $# -ne 2 ]; then
-  echo "usage: $0 METRICS.jsonl OUT.png" >&2
-  exit 2
-fi
-in=$1 out=$2
-[ -s "$in" ] || { echo "error: '$in': missing or empty" >&2; exit 1; }
-command -v gnuplot >/dev/null || { echo "error: gnuplot not found (scripts/setup.sh installs gnuplot-nox)" >&2; exit 1; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# shellcheck source=scripts/plot/common.sh
+source "$(dirname "$0")/common.sh"
+plot_start "METRICS.jsonl OUT.png" "$@"
 # JSON lines -> columns: step loss lr val_top1 val_top5 (NaN when absent).
 /usr/bin/python3 - "$in" "$tmp/train.dat" <<'PY'
 import json, sys

@@ -21,6 +21,8 @@
 #include "cache/cache.h"
 #include "evaluate/scores.h"
 #include "tests/support/rounding_budget.h"
+#include "tests/support/test_support.h"
+#include "tests/support/torch_support.h"
 #include "train/cached_dataset.h"
 #include "train/checkpoint.h"
 
@@ -30,56 +32,15 @@ using namespace evl;
 namespace {
 
 const std::string kSource = EVL_SOURCE_DIR;
-const std::string kTools = EVL_TOOLS_DIR;
 const std::string kOfficial = kSource + "/tests/fixtures/head/official_ddp.pth";
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / (name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
-
-// Runs a shell command line with stdout/stderr captured.
-Result run(const std::string& cmd, const fs::path& scratch) {
-  const auto out = scratch / "cmd.out", err = scratch / "cmd.err";
-  const std::string full = "OMP_WAIT_POLICY=PASSIVE EVL_PROGRESS=0 " + cmd + " >'" + out.string() +
-                           "' 2>'" + err.string() + "' </dev/null";
-  const int status = std::system(full.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
-}
-
-std::string tool(const std::string& name) { return "'" + kTools + "/" + name + "'"; }
+using test::run;
+using test::slurp;
+using test::TempDir;
+using test::tool;
 
 c10::Dict<c10::IValue, c10::IValue> head_reference() {
-  std::ifstream f(kSource + "/tests/fixtures/head/head_reference.pt", std::ios::binary);
-  std::vector<char> buf((std::istreambuf_iterator<char>(f)), {});
-  return torch::pickle_load(buf).toGenericDict();
-}
-
-cache::Array array_of(const torch::Tensor& t) {
-  const auto c = t.to(torch::kFloat).contiguous();
-  return cache::make_array(cache::DType::kF32, c.sizes().vec(), c.data_ptr<float>(),
-                           static_cast<size_t>(c.numel()));
+  return test::load_pickle_dict(kSource + "/tests/fixtures/head/head_reference.pt");
 }
 
 // A qk cache of one clip per entry of `views` ((x, q, k) per view, each
@@ -105,9 +66,9 @@ void write_cache(const fs::path& dir, const std::vector<SyntheticClip>& clips, i
         r.key = cache::make_key(r.clip_index, r.view_index);
         r.video_id = clips[c].id;
         r.label = clips[c].label;
-        r.arrays = {{"x", array_of(clips[c].views[v][0])},
-                    {"q", array_of(clips[c].views[v][1])},
-                    {"k", array_of(clips[c].views[v][2])}};
+        r.arrays = {{"x", test::f32_array(clips[c].views[v][0])},
+                    {"q", test::f32_array(clips[c].views[v][1])},
+                    {"k", test::f32_array(clips[c].views[v][2])}};
         w.put(r);
       }
   }
@@ -165,7 +126,7 @@ void expect_near(const std::vector<float>& got, const std::vector<float>& want, 
 TEST(EvlEval, OfficialCheckpointMatchesPyTorch) {
   TempDir tmp("evl_eval_official");
   const auto ref = head_reference();
-  write_cache(tmp.path / "cache", {reference_clip(ref)}, ref.at("heads").toInt());
+  write_cache(tmp.path() / "cache", {reference_clip(ref)}, ref.at("heads").toInt());
   const auto logits = ref.at("logits").toTensor().to(torch::kDouble);  // (B, K) from PyTorch
   const auto want_prob = to_vector(logits.softmax(-1).mean(0));
   const auto want_logits = to_vector(logits.mean(0));
@@ -183,12 +144,12 @@ TEST(EvlEval, OfficialCheckpointMatchesPyTorch) {
   const double logits_tol = logit_err + 8 * u * scale, prob_tol = 2 * logit_err + 8 * u;
 
   for (const std::string fuse : {"prob", "logits"}) {
-    const auto out = tmp.path / ("scores_" + fuse + ".h5");
-    const auto json = tmp.path / ("report_" + fuse + ".json");
-    const auto r = run(tool("evl_eval") + " --cache '" + (tmp.path / "cache").string() +
+    const auto out = tmp.path() / ("scores_" + fuse + ".h5");
+    const auto json = tmp.path() / ("report_" + fuse + ".json");
+    const auto r = run(tool("evl_eval") + " --cache '" + (tmp.path() / "cache").string() +
                            "' --checkpoint '" + kOfficial + "' --scores '" + out.string() +
                            "' --json '" + json.string() + "' --batch-size 2 --fuse " + fuse,
-                       tmp.path);
+                       tmp.path());
     ASSERT_EQ(r.code, 0) << r.err;
     const ScoreFile s = read_scores(out.string());
     EXPECT_EQ(s.kind, fuse == "prob" ? ScoreKind::kProbabilities : ScoreKind::kLogits);
@@ -205,11 +166,11 @@ TEST(EvlEval, OfficialCheckpointMatchesPyTorch) {
     EXPECT_EQ(report["metrics"]["confusion"].size(), 5u);
   }
   // The bare state dict (no 'model', no 'module.') gives the same scores.
-  const auto bare = tmp.path / "bare.h5";
+  const auto bare = tmp.path() / "bare.h5";
   const auto r =
-      run(tool("evl_eval") + " --cache '" + (tmp.path / "cache").string() + "' --checkpoint '" +
+      run(tool("evl_eval") + " --cache '" + (tmp.path() / "cache").string() + "' --checkpoint '" +
               kSource + "/tests/fixtures/head/official_bare.pth' --scores '" + bare.string() + "'",
-          tmp.path);
+          tmp.path());
   ASSERT_EQ(r.code, 0) << r.err;
   expect_near(read_scores(bare.string()).scores, want_prob, prob_tol, "bare");
 }
@@ -227,19 +188,19 @@ TEST(EvlEval, RefusesMismatchedCacheNamingTheField) {
                                    {"width", "width", 2, 4, 10, 8},
                                    {"layers", "decoder layers", 1, 4, 10, 16}};
   for (const auto& c : cases) {
-    const auto dir = tmp.path / c.name;
+    const auto dir = tmp.path() / c.name;
     SyntheticClip clip{"v", 0, {}};
     auto t = torch::randn({c.layers, c.frames, c.tokens, c.width});
     clip.views.push_back({t, t, t});
     write_cache(dir, {clip}, 2);
     const auto r = run(tool("evl_eval") + " --cache '" + dir.string() + "' --checkpoint '" +
-                           kOfficial + "' --scores '" + (tmp.path / "s.h5").string() + "'",
-                       tmp.path);
+                           kOfficial + "' --scores '" + (tmp.path() / "s.h5").string() + "'",
+                       tmp.path());
     EXPECT_EQ(r.code, 1) << c.name << ": " << r.err;
     EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
     EXPECT_NE(r.err.find(c.field + ":"), std::string::npos) << c.name << ": " << r.err;
     EXPECT_NE(r.err.find(dir.string()), std::string::npos) << r.err;
-    EXPECT_FALSE(fs::exists(tmp.path / "s.h5"));
+    EXPECT_FALSE(fs::exists(tmp.path() / "s.h5"));
   }
 }
 
@@ -248,36 +209,36 @@ TEST(EvlEval, BadInputsAreClearErrors) {
   TempDir tmp("evl_eval_bad");
   const auto ref = head_reference();
   auto clip = reference_clip(ref);
-  write_cache(tmp.path / "cache", {clip}, 2);
-  const std::string base = tool("evl_eval") + " --cache '" + (tmp.path / "cache").string() +
-                           "' --scores '" + (tmp.path / "s.h5").string() + "'";
-  auto r = run(base + " --checkpoint '" + (tmp.path / "nope.pth").string() + "'", tmp.path);
+  write_cache(tmp.path() / "cache", {clip}, 2);
+  const std::string base = tool("evl_eval") + " --cache '" + (tmp.path() / "cache").string() +
+                           "' --scores '" + (tmp.path() / "s.h5").string() + "'";
+  auto r = run(base + " --checkpoint '" + (tmp.path() / "nope.pth").string() + "'", tmp.path());
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("nope.pth"), std::string::npos) << r.err;
 
-  std::ofstream(tmp.path / "junk.pth") << "not a checkpoint";
-  r = run(base + " --checkpoint '" + (tmp.path / "junk.pth").string() + "'", tmp.path);
+  std::ofstream(tmp.path() / "junk.pth") << "not a checkpoint";
+  r = run(base + " --checkpoint '" + (tmp.path() / "junk.pth").string() + "'", tmp.path());
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("junk.pth"), std::string::npos) << r.err;
 
-  std::ofstream(tmp.path / "names.txt") << "a\nb\n";  // 2 names, 5 classes
+  std::ofstream(tmp.path() / "names.txt") << "a\nb\n";  // 2 names, 5 classes
   r = run(base + " --checkpoint '" + kOfficial + "' --labels '" +
-              (tmp.path / "names.txt").string() + "'",
-          tmp.path);
+              (tmp.path() / "names.txt").string() + "'",
+          tmp.path());
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("names.txt"), std::string::npos) << r.err;
 
   clip.label = 7;  // the head has 5 classes
-  write_cache(tmp.path / "cache7", {clip}, 2);
-  r = run(tool("evl_eval") + " --cache '" + (tmp.path / "cache7").string() + "' --checkpoint '" +
-              kOfficial + "' --scores '" + (tmp.path / "s.h5").string() + "'",
-          tmp.path);
+  write_cache(tmp.path() / "cache7", {clip}, 2);
+  r = run(tool("evl_eval") + " --cache '" + (tmp.path() / "cache7").string() + "' --checkpoint '" +
+              kOfficial + "' --scores '" + (tmp.path() / "s.h5").string() + "'",
+          tmp.path());
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("label 7"), std::string::npos) << r.err;
 
-  r = run(base + " --checkpoint '" + kOfficial + "' --fuse median", tmp.path);
+  r = run(base + " --checkpoint '" + kOfficial + "' --fuse median", tmp.path());
   EXPECT_EQ(r.code, 2) << r.err;
-  EXPECT_FALSE(fs::exists(tmp.path / "s.h5"));
+  EXPECT_FALSE(fs::exists(tmp.path() / "s.h5"));
 }
 
 // (a) + (b) On real decoded videos: evl_extract (fp32) -> evl_train_head (a
@@ -285,16 +246,17 @@ TEST(EvlEval, BadInputsAreClearErrors) {
 // records; evl_predict on the same files gives the same probabilities.
 TEST(EvlEvalPredict, MotionVideosEndToEnd) {
   TempDir tmp("evl_eval_motion");
-  const auto data = tmp.path / "motion", cache_dir = tmp.path / "cache", run_dir = tmp.path / "run";
+  const auto data = tmp.path() / "motion", cache_dir = tmp.path() / "cache",
+             run_dir = tmp.path() / "run";
   const std::string backbone = kSource + "/tests/fixtures/backbone/tiny_clip_openai.pt";
   auto r =
       run(std::string(EVL_PYTHON) + " '" + kSource + "/scripts/make_motion_dataset.py' --out '" +
               data.string() + "' --classes 3 --per-class 2 --frames 16 --size 48x40 --jobs 2",
-          tmp.path);
+          tmp.path());
   ASSERT_EQ(r.code, 0) << r.err;
   std::vector<std::string> videos;  // relative paths, as in the list
   {
-    std::ofstream all(tmp.path / "all.txt");
+    std::ofstream all(tmp.path() / "all.txt");
     for (const char* part : {"train.txt", "val.txt"}) {
       std::istringstream in(slurp(data / part));
       std::string path, label;
@@ -305,23 +267,23 @@ TEST(EvlEvalPredict, MotionVideosEndToEnd) {
     }
   }
   ASSERT_EQ(videos.size(), 6u);
-  r = run(tool("evl_extract") + " --list '" + (tmp.path / "all.txt").string() + "' --root '" +
+  r = run(tool("evl_extract") + " --list '" + (tmp.path() / "all.txt").string() + "' --root '" +
               data.string() + "' --backbone '" + backbone + "' --out '" + cache_dir.string() +
               "' --layers last2 --dtype fp32 --frames 4 --stride 3 --temporal-views 2"
               " --spatial-views 3 --threads 1 --batch-size 5",
-          tmp.path);
+          tmp.path());
   ASSERT_EQ(r.code, 0) << r.err;
   r = run(tool("evl_train_head") + " --cache '" + cache_dir.string() + "' --out '" +
               run_dir.string() +
               "' --steps 4 --batch-size 3 --lr 0.01 --eval-every 0 --save-every 0 --threads 1",
-          tmp.path);
+          tmp.path());
   ASSERT_EQ(r.code, 0) << r.err;
   const std::string ckpt = (run_dir / "last.pth").string();
-  const auto scores = tmp.path / "scores.h5", report = tmp.path / "report.json";
+  const auto scores = tmp.path() / "scores.h5", report = tmp.path() / "report.json";
   r = run(tool("evl_eval") + " --cache '" + cache_dir.string() + "' --checkpoint '" + ckpt +
               "' --scores '" + scores.string() + "' --json '" + report.string() + "' --labels '" +
               (data / "labels.txt").string() + "' --batch-size 5 --threads 1",
-          tmp.path);
+          tmp.path());
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("top-1"), std::string::npos) << r.out;
   const ScoreFile got = read_scores(scores.string());
@@ -378,12 +340,12 @@ TEST(EvlEvalPredict, MotionVideosEndToEnd) {
 
   // evl_predict: one process from the video files, settings from the cache the
   // checkpoint recorded; a mix of good videos and an undecodable one.
-  std::ofstream(tmp.path / "bad.mp4") << "this is not a video";
+  std::ofstream(tmp.path() / "bad.mp4") << "this is not a video";
   std::string cmd = tool("evl_predict") + " --backbone '" + backbone + "' --checkpoint '" + ckpt +
                     "' --json --topk 3 --threads 1 --labels '" + (data / "labels.txt").string() +
                     "' --video";
   for (const auto& v : videos) cmd += " '" + (data / v).string() + "'";
-  r = run(cmd, tmp.path);
+  r = run(cmd, tmp.path());
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("settings from the manifest of cache"), std::string::npos) << r.err;
   const auto pred = nlohmann::json::parse(r.out);
@@ -406,9 +368,9 @@ TEST(EvlEvalPredict, MotionVideosEndToEnd) {
   // (d) An undecodable video among good ones: the good one is reported, exit 1
   // with an error naming the file.
   r = run(tool("evl_predict") + " --backbone '" + backbone + "' --checkpoint '" + ckpt +
-              "' --json --threads 1 '" + (tmp.path / "bad.mp4").string() + "' '" +
+              "' --json --threads 1 '" + (tmp.path() / "bad.mp4").string() + "' '" +
               (data / videos[0]).string() + "'",
-          tmp.path);
+          tmp.path());
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("bad.mp4"), std::string::npos) << r.err;
   const auto mixed = nlohmann::json::parse(r.out);
@@ -419,12 +381,12 @@ TEST(EvlEvalPredict, MotionVideosEndToEnd) {
   // Views that do not fit the head, and a missing checkpoint.
   r = run(tool("evl_predict") + " --backbone '" + backbone + "' --checkpoint '" + ckpt +
               "' --frames 8 '" + (data / videos[0]).string() + "'",
-          tmp.path);
+          tmp.path());
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("frames:"), std::string::npos) << r.err;
   r = run(tool("evl_predict") + " --backbone '" + backbone + "' --checkpoint '" +
-              (tmp.path / "missing.pth").string() + "' '" + (data / videos[0]).string() + "'",
-          tmp.path);
+              (tmp.path() / "missing.pth").string() + "' '" + (data / videos[0]).string() + "'",
+          tmp.path());
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("missing.pth"), std::string::npos) << r.err;
 }

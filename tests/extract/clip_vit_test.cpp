@@ -10,6 +10,7 @@
 #include "common/check.h"
 #include "extract/clip_vit.h"
 #include "tests/support/rounding_budget.h"
+#include "tests/support/torch_support.h"
 
 namespace evl {
 namespace {
@@ -17,22 +18,10 @@ namespace {
 const std::string kDir = std::string(EVL_SOURCE_DIR) + "/tests/fixtures/backbone/";
 
 std::map<std::string, torch::Tensor> load_ref() {
-  std::ifstream f(kDir + "tiny_clip_ref.pt", std::ios::binary);
-  std::vector<char> buf((std::istreambuf_iterator<char>(f)), {});
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& kv : torch::pickle_load(buf).toGenericDict())
-    out[kv.key().toStringRef()] = kv.value().toTensor();
-  return out;
+  return evl::test::load_tensor_dict(kDir + "tiny_clip_ref.pt");
 }
 
-// max |a-b| / max |b|: a scale-aware relative error that does not explode near zeros
-// (in float64: the references are float64).
-double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
-  EXPECT_EQ(a.sizes(), b.sizes());
-  auto a64 = a.to(torch::kCPU, torch::kDouble), b64 = b.to(torch::kCPU, torch::kDouble);
-  double e = (a64 - b64).abs().max().item<double>() / b64.abs().max().item<double>();
-  return e;
-}
+constexpr auto rel_err = evl::test::rel_max_error;  // max |a-b| / max |b|, in float64
 
 // Tolerances, relative to max |reference| (the references are float64, see
 // make_tiny_clip.py), from the unit roundoff u of what the backbone rounds to:

@@ -23,6 +23,7 @@
 #include "extract/dataset_list.h"
 #include "extract/pipeline.h"
 #include "extract/views.h"
+#include "tests/support/bench_support.h"
 
 namespace fs = std::filesystem;
 
@@ -55,14 +56,7 @@ struct Args {
   int threads = 2;
 };
 
-// Removes the benchmark's temporary directory however main() exits.
-struct RemoveOnExit {
-  fs::path dir;
-  ~RemoveOnExit() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
+using evl::bench::RemoveOnExit;
 
 void usage(std::ostream& os) {
   os << "usage: bench_extract [--quick] [--model PT] [--clips N] [--threads N] "
@@ -110,29 +104,12 @@ int main(int argc, char** argv) try {
     args.clips = std::min<int64_t>(args.clips, 2);
   }
   if (args.model.empty()) {
-    args.model = std::string(EVL_BINARY_DIR) + "/bench/vit-b16.pt";
-    if (!fs::exists(args.model)) {
-      fs::create_directories(fs::path(args.model).parent_path());
-      const std::string cmd = std::string(EVL_PYTHON) + " " + src +
-                              "/scripts/make_clip_backbone.py --preset b16 -o " + args.model;
-      std::cout << "making " << args.model << "\n" << std::flush;
-      if (std::system(cmd.c_str()) != 0 || !fs::exists(args.model)) {
-        std::cerr << "error: could not create " << args.model << " with: " << cmd << "\n";
-        return 1;
-      }
-    }
+    args.model = evl::bench::b16_backbone();
+    if (args.model.empty()) return 1;
   }
 
   // The clips: real ~10-18 s action videos in EVL_SHARED_DIR/data/real/videos/action/.
-  const std::string videos_dir = std::string(EVL_SHARED_DIR) + "/data/real/videos/action/";
-  const std::vector<std::string> all_videos = {"k400_arm_wrestling.mp4",
-                                               "k400_cleaning_pool.mp4",
-                                               "k400_shooting_basketball.mp4",
-                                               "pymecavideo_balle-jbart_throwing_ball.mp4",
-                                               "activitynet_v_GGSY1Qvo990_weightlifting.mp4",
-                                               "activitynet_v_ZNVhz7ctTq0_dog_walking.mp4",
-                                               "k400_archery.avi",
-                                               "ucf101_ApplyEyeMakeup.avi"};
+  const std::vector<std::string> all_videos = evl::bench::real_action_clips();
   if (args.clips < 1 || args.clips > static_cast<int64_t>(all_videos.size())) {
     std::cerr << "error: --clips must be in [1, " << all_videos.size() << "]\n";
     return 2;
@@ -145,7 +122,7 @@ int main(int argc, char** argv) try {
   const std::string list = (work / "clips.txt").string();
   {
     std::ofstream out(list);
-    for (int64_t i = 0; i < args.clips; ++i) out << videos_dir << all_videos[i] << " " << i << "\n";
+    for (int64_t i = 0; i < args.clips; ++i) out << all_videos[i] << " " << i << "\n";
   }
 
   evl::ExtractConfig cfg;

@@ -23,27 +23,21 @@
 #include "extract/clip_vit.h"
 #include "extract/weights.h"
 #include "tests/support/rounding_budget.h"
+#include "tests/support/test_support.h"
+#include "tests/support/torch_support.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kBackbone =
-    std::string(EVL_SOURCE_DIR) + "/tests/fixtures/backbone/tiny_clip_openai.pt";
-const std::string kExtract = std::string(EVL_TOOLS_DIR) + "/evl_extract";
-const std::string kCacheTool = std::string(EVL_TOOLS_DIR) + "/evl_cache";
+const std::string kBackbone = evl::test::tiny_backbone();
+const std::string kExtract = evl::test::tool("evl_extract");
+const std::string kCacheTool = evl::test::tool("evl_cache");
 
-int sh(const std::string& cmd) {
-  const int status = std::system(cmd.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using evl::test::f32_tensor;
+using evl::test::rel_max_error;
+using evl::test::sh;
+using evl::test::slurp;
 
 // A shared motion dataset for the whole suite (generated once).
 class ExtractTest : public testing::Test {
@@ -88,23 +82,12 @@ class ExtractTest : public testing::Test {
 
 fs::path ExtractTest::root_;
 
-// max |a - b| / max |b|.
-double rel_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>() /
-         b.abs().max().item<double>();
-}
-
-torch::Tensor as_tensor(const evl::cache::Array& a) {
-  EXPECT_EQ(a.dtype, evl::cache::DType::kF32);
-  return torch::from_blob(const_cast<uint8_t*>(a.bytes.data()), a.shape, torch::kFloat32).clone();
-}
-
 }  // namespace
 
 TEST_F(ExtractTest, RecordsMatchADirectBackboneForwardOnTheStoredInputs) {
   const fs::path out = root_ / "direct";
   ASSERT_EQ(extract(out, "--dtype fp32 --save-inputs --temporal-views 2 --spatial-views 3"), 0)
-      << read_text(out.string() + ".log");
+      << slurp(out.string() + ".log");
   evl::cache::CacheReader reader(out.string());
   EXPECT_EQ(reader.manifest().views_per_clip(), 6);
   EXPECT_EQ(reader.size(), 12 * 6);
@@ -119,15 +102,15 @@ TEST_F(ExtractTest, RecordsMatchADirectBackboneForwardOnTheStoredInputs) {
                      evl::test::unit_roundoff(torch::kFloat);
   for (int64_t i = 0; i < reader.size(); i += 5) {
     const evl::cache::Record r = reader.get(i);
-    const torch::Tensor inputs = as_tensor(r.array("inputs"));  // (T, 3, S, S)
+    const torch::Tensor inputs = f32_tensor(r.array("inputs"));  // (T, 3, S, S)
     ASSERT_EQ(inputs.size(0), 4);
     const evl::BackboneOutput ref = bb.model->forward(inputs, blocks);
-    const torch::Tensor x = as_tensor(r.array("x")), q = as_tensor(r.array("q")),
-                        k = as_tensor(r.array("k"));  // (M, T, L, C)
+    const torch::Tensor x = f32_tensor(r.array("x")), q = f32_tensor(r.array("q")),
+                        k = f32_tensor(r.array("k"));  // (M, T, L, C)
     for (size_t m = 0; m < blocks.size(); ++m) {
-      EXPECT_LE(rel_diff(x[m], ref.layers[m].x), tol) << r.key;
-      EXPECT_LE(rel_diff(q[m], ref.layers[m].q), tol) << r.key;
-      EXPECT_LE(rel_diff(k[m], ref.layers[m].k), tol) << r.key;
+      EXPECT_LE(rel_max_error(x[m], ref.layers[m].x), tol) << r.key;
+      EXPECT_LE(rel_max_error(q[m], ref.layers[m].q), tol) << r.key;
+      EXPECT_LE(rel_max_error(k[m], ref.layers[m].k), tol) << r.key;
     }
   }
 }
@@ -170,29 +153,30 @@ TEST_F(ExtractTest, CompactModeQKMatchesStoredQK) {
   const fs::path qk = root_ / "qk", compact = root_ / "compact";
   ASSERT_EQ(extract(qk, "--dtype fp32"), 0);
   ASSERT_EQ(extract(compact, "--dtype fp32 --store compact"), 0)
-      << read_text(compact.string() + ".log");
+      << slurp(compact.string() + ".log");
   evl::cache::CacheReader a(qk.string()), b(compact.string());
   const evl::cache::Record w = evl::cache::load_qk_weights(compact.string());
   ASSERT_EQ(a.size(), b.size());
   const auto layers = b.manifest().layers;
   for (int64_t i = 0; i < a.size(); i += 3) {
     const auto ra = a.get(i), rb = b.get(i);
-    const torch::Tensor xc = as_tensor(rb.array("x"));  // (M+1, T, L, C)
+    const torch::Tensor xc = f32_tensor(rb.array("x"));  // (M+1, T, L, C)
     ASSERT_EQ(xc.size(0), static_cast<int64_t>(layers.size()) + 1);
     for (size_t m = 0; m < layers.size(); ++m) {
       const std::string s = "." + std::to_string(layers[m]);
-      const auto ln = torch::layer_norm(xc[m], {xc.size(-1)}, as_tensor(w.array("ln_1.weight" + s)),
-                                        as_tensor(w.array("ln_1.bias" + s)), 1e-5);
-      const auto q = torch::linear(ln, as_tensor(w.array("q_proj.weight" + s)),
-                                   as_tensor(w.array("q_proj.bias" + s)));
-      const auto k = torch::linear(ln, as_tensor(w.array("k_proj.weight" + s)),
-                                   as_tensor(w.array("k_proj.bias" + s)));
+      const auto ln =
+          torch::layer_norm(xc[m], {xc.size(-1)}, f32_tensor(w.array("ln_1.weight" + s)),
+                            f32_tensor(w.array("ln_1.bias" + s)), 1e-5);
+      const auto q = torch::linear(ln, f32_tensor(w.array("q_proj.weight" + s)),
+                                   f32_tensor(w.array("q_proj.bias" + s)));
+      const auto k = torch::linear(ln, f32_tensor(w.array("k_proj.weight" + s)),
+                                   f32_tensor(w.array("k_proj.bias" + s)));
       // Both float32 from the same block input: a LayerNorm and a projection
       // each (2 stages of inner products of length C, sqrt(C) u each), twice.
       const double tol = 2 * 2 * std::sqrt(static_cast<double>(xc.size(-1))) * std::ldexp(1.0, -24);
-      EXPECT_LE(rel_diff(q, as_tensor(ra.array("q"))[m]), tol) << ra.key;
-      EXPECT_LE(rel_diff(k, as_tensor(ra.array("k"))[m]), tol) << ra.key;
-      EXPECT_TRUE(torch::equal(xc[m + 1], as_tensor(ra.array("x"))[m])) << ra.key;
+      EXPECT_LE(rel_max_error(q, f32_tensor(ra.array("q"))[m]), tol) << ra.key;
+      EXPECT_LE(rel_max_error(k, f32_tensor(ra.array("k"))[m]), tol) << ra.key;
+      EXPECT_TRUE(torch::equal(xc[m + 1], f32_tensor(ra.array("x"))[m])) << ra.key;
     }
   }
 }
@@ -206,7 +190,7 @@ TEST_F(ExtractTest, BrokenVideosAreRecordedAndSkipped) {
     std::ofstream f(bad / "random.mp4", std::ios::binary);
     for (int i = 0; i < 5000; ++i) f.put(static_cast<char>((i * 7919) % 251));
   }
-  const std::string good = read_text(data / "train.txt");
+  const std::string good = slurp(data / "train.txt");
   const fs::path list = root_ / "mixed.txt";
   {
     std::ofstream l(list);
@@ -222,8 +206,8 @@ TEST_F(ExtractTest, BrokenVideosAreRecordedAndSkipped) {
     }
   }
   const fs::path out = root_ / "mixed";
-  EXPECT_EQ(extract(out, "", list.string()), 3) << read_text(out.string() + ".log");
-  const std::string failures = read_text(out / "failures.tsv");
+  EXPECT_EQ(extract(out, "", list.string()), 3) << slurp(out.string() + ".log");
+  const std::string failures = slurp(out / "failures.tsv");
   int lines = 0;
   for (char c : failures) lines += c == '\n';
   EXPECT_EQ(lines, 3) << failures;
@@ -290,7 +274,7 @@ TEST_F(ExtractTest, RealVideosExtract) {
                           " --backbone " + kBackbone + " --out " + out.string() +
                           " --frames 8 --stride 16 --temporal-views 3 --layers last2 >" +
                           out.string() + ".log 2>&1";
-  EXPECT_EQ(sh(cmd), 0) << read_text(out.string() + ".log") << read_text(out / "failures.tsv");
+  EXPECT_EQ(sh(cmd), 0) << slurp(out.string() + ".log") << slurp(out / "failures.tsv");
   evl::cache::CacheReader r(out.string());
   EXPECT_EQ(r.size(), n * 3);
 }

@@ -79,7 +79,7 @@ inline Exec run(const std::string& cmd, const fs::path& scratch) {
   const std::string id = std::to_string(::getpid()) + "_" + std::to_string(n++);
   const fs::path out = scratch / ("stdout_" + id), err = scratch / ("stderr_" + id);
   Exec r;
-  r.code = sh(cmd + " >'" + out.string() + "' 2>'" + err.string() + "'");
+  r.code = sh(cmd + " >'" + out.string() + "' 2>'" + err.string() + "' </dev/null");
   r.out = slurp(out);
   r.err = slurp(err);
   fs::remove(out);

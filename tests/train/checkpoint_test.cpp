@@ -12,6 +12,8 @@
 
 #include "common/check.h"
 #include "tests/support/rounding_budget.h"
+#include "tests/support/test_support.h"
+#include "tests/support/torch_support.h"
 
 namespace fs = std::filesystem;
 
@@ -20,9 +22,7 @@ namespace {
 const std::string kFixtures = std::string(EVL_SOURCE_DIR) + "/tests/fixtures/head/";
 
 c10::Dict<c10::IValue, c10::IValue> reference() {
-  std::ifstream f(kFixtures + "head_reference.pt", std::ios::binary);
-  std::vector<char> buf((std::istreambuf_iterator<char>(f)), {});
-  return torch::pickle_load(buf).toGenericDict();
+  return evl::test::load_pickle_dict(kFixtures + "head_reference.pt");
 }
 
 std::vector<torch::Tensor> layers(const c10::Dict<c10::IValue, c10::IValue>& ref,
@@ -33,19 +33,11 @@ std::vector<torch::Tensor> layers(const c10::Dict<c10::IValue, c10::IValue>& ref
   return out;
 }
 
-fs::path temp_dir() {
-  auto dir = fs::temp_directory_path() / ("evl_ckpt_test_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  return dir;
-}
-
-std::string run(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  EXPECT_EQ(::pclose(p), 0) << cmd << "\n" << out;
-  return out;
+// A Python one-liner's stdout; a non-zero exit fails the test.
+std::string python_output(const std::string& code, const fs::path& scratch) {
+  const auto r = evl::test::run(evl::test::python() + " -c \"" + code + "\"", scratch);
+  EXPECT_EQ(r.code, 0) << code << "\n" << r.out << r.err;
+  return r.out;
 }
 
 }  // namespace
@@ -81,7 +73,8 @@ TEST(Checkpoint, LibTorchsOwnPickleLoadRejectsTheOfficialFormat) {
 }
 
 TEST(Checkpoint, PythonReadsEvlCheckpointsAndRoundTripRestoresOptimizer) {
-  const auto dir = temp_dir();
+  const evl::test::TempDir tmp("ckpt");
+  const fs::path& dir = tmp.path();
   evl::HeadConfig cfg;
   cfg.width = 16, cfg.heads = 2, cfg.decoder_layers = 2, cfg.frames = 4, cfg.grid = 3,
   cfg.num_classes = 5;
@@ -106,10 +99,11 @@ TEST(Checkpoint, PythonReadsEvlCheckpointsAndRoundTripRestoresOptimizer) {
   evl::save_training_checkpoint(path, head, opt, 1, cfg.to_ini());
 
   // Python's torch.load reads it: keys, a parameter sum, next_step and config.
-  const auto out = run(
-      std::string(EVL_PYTHON) + " -c \"import torch; d=torch.load('" + path +
-      "'); m=d['model']; print(len(m), float(m['proj.2.weight'].double().sum()), d['next_step'], "
-      "d['config'].splitlines()[0], len(d['optimizer']['state']))\"");
+  const auto out = python_output(
+      "import torch; d=torch.load('" + path +
+          "'); m=d['model']; print(len(m), float(m['proj.2.weight'].double().sum()), "
+          "d['next_step'], d['config'].splitlines()[0], len(d['optimizer']['state']))",
+      dir);
   const auto params = evl::head_state(head);
   std::ostringstream want_prefix;
   want_prefix << params.size() << " ";
@@ -144,8 +138,10 @@ TEST(Checkpoint, PythonReadsEvlCheckpointsAndRoundTripRestoresOptimizer) {
   scaler.load_state(1024.0, 7);
   const std::string scaled = (dir / "scaled.pth").string();
   evl::save_training_checkpoint(scaled, head, opt, 2, cfg.to_ini(), &scaler);
-  const auto ls = run(std::string(EVL_PYTHON) + " -c \"import torch; d=torch.load('" + scaled +
-                      "'); print(d['loss_scaler']['scale'], d['loss_scaler']['growth_tracker'])\"");
+  const auto ls = python_output("import torch; d=torch.load('" + scaled +
+                                    "'); print(d['loss_scaler']['scale'], "
+                                    "d['loss_scaler']['growth_tracker'])",
+                                dir);
   EXPECT_EQ(ls.rfind("1024.0 7", 0), 0u) << ls;
   evl::GradScaler restored(true);
   EXPECT_EQ(evl::load_training_checkpoint(scaled, other, other_opt, &restored), 2);
@@ -154,11 +150,11 @@ TEST(Checkpoint, PythonReadsEvlCheckpointsAndRoundTripRestoresOptimizer) {
   evl::GradScaler untouched(true);  // a file without a scaler leaves the defaults
   evl::load_training_checkpoint(path, other, other_opt, &untouched);
   EXPECT_EQ(untouched.current_scale(), 65536.0);
-  fs::remove_all(dir);
 }
 
 TEST(Checkpoint, CorruptFilesNameTheFile) {
-  const auto dir = temp_dir();
+  const evl::test::TempDir tmp("ckpt");
+  const fs::path& dir = tmp.path();
   const auto full = kFixtures + "official_ddp.pth";
   std::ifstream f(full, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(f)), {});
@@ -185,5 +181,4 @@ TEST(Checkpoint, CorruptFilesNameTheFile) {
   } catch (const evl::Error& e) {
     EXPECT_NE(std::string(e.what()).find("head_reference.pt"), std::string::npos) << e.what();
   }
-  fs::remove_all(dir);
 }

@@ -17,6 +17,7 @@
 #include <fstream>
 
 #include "tests/support/rounding_budget.h"
+#include "tests/support/torch_support.h"
 #include "train/lr_schedule.h"
 
 namespace {
@@ -24,9 +25,7 @@ namespace {
 const std::string kFixtures = std::string(EVL_SOURCE_DIR) + "/tests/fixtures/head/";
 
 c10::Dict<c10::IValue, c10::IValue> load_reference() {
-  std::ifstream f(kFixtures + "head_reference.pt", std::ios::binary);
-  std::vector<char> buf((std::istreambuf_iterator<char>(f)), {});
-  return torch::pickle_load(buf).toGenericDict();
+  return evl::test::load_pickle_dict(kFixtures + "head_reference.pt");
 }
 
 using evl::test::rounding_budget;
@@ -74,10 +73,7 @@ struct Fixture {
   }
 };
 
-double rel_error(const torch::Tensor& got, const torch::Tensor& want) {
-  const double scale = std::max(want.abs().max().item<double>(), 1e-30);
-  return (got.to(torch::kDouble) - want).abs().max().item<double>() / scale;
-}
+constexpr auto rel_error = evl::test::rel_max_error;  // max |a-b| / max |b|, in float64
 
 // The key bias of the decoder attention adds the same q.b_k to every key's score,
 // which the softmax cancels: its true gradient is 0.

@@ -20,6 +20,7 @@
 #include "common/check.h"
 #include "extract/pipeline.h"
 #include "tests/support/rounding_budget.h"
+#include "tests/support/test_support.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -27,21 +28,11 @@ using namespace evl;
 
 namespace {
 
-const std::string kBackbone =
-    std::string(EVL_SOURCE_DIR) + "/tests/fixtures/backbone/tiny_clip_openai.pt";
-const std::string kTrainHead = std::string(EVL_TOOLS_DIR) + "/evl_train_head";
+const std::string kBackbone = test::tiny_backbone();
+const std::string kTrainHead = test::tool("evl_train_head");
 
-int sh(const std::string& cmd) {
-  const int status = std::system(cmd.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using test::sh;
+using test::slurp;
 
 // The manifest without what legitimately differs between two writers
 // (creation time) and what only a written cache has (shards).
@@ -275,7 +266,7 @@ TEST_F(OnlineDatasetTest, CommandLineModesAndUsageErrors) {
     const std::string log = (root_ / (name + ".log")).string();
     const int rc = sh(kTrainHead + " " + flags + " --out " + (out / name).string() +
                       " --steps 2 --batch-size 2 --threads 1 >" + log + " 2>&1");
-    return std::pair{rc, read_text(log)};
+    return std::pair{rc, slurp(log)};
   };
   // Usage errors (exit 2), each with a message naming the flag.
   const auto cache_and_online = run("--online --cache /nonexistent" + videos, "e1");
@@ -302,7 +293,7 @@ TEST_F(OnlineDatasetTest, CommandLineModesAndUsageErrors) {
       run("--online --frames 4 --stride 3 --layers last2 --val-list " + cfg.val_list + videos,
           "online");
   ASSERT_EQ(ok.first, 0) << ok.second;
-  const std::string ini = read_text(out / "online" / "config.ini");
+  const std::string ini = slurp(out / "online" / "config.ini");
   for (const char* line :
        {"online = true", "frames = 4", "layers = last2", "dtype = fp16", "train-views = 1"})
     EXPECT_NE(ini.find(line), std::string::npos) << line << " not in\n" << ini;

@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "extract/pipeline.h"
+#include "tests/support/bench_support.h"
 #include "train/cached_dataset.h"
 #include "train/head.h"
 #include "train/mixed_precision.h"
@@ -52,13 +53,7 @@ double peak_rss_mib() {
   return static_cast<double>(ru.ru_maxrss) / 1024.0;
 }
 
-struct RemoveOnExit {
-  fs::path dir;
-  ~RemoveOnExit() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
+using evl::bench::RemoveOnExit;
 
 // Runs the extraction in a child process (its backbone and buffers stay out of
 // this process's peak RSS). Returns the child's exit status.
@@ -119,37 +114,19 @@ int main(int argc, char** argv) try {
     clips = 2, batch = 2, cache_steps = 2, online_steps = 1;
   }
   if (model.empty()) {
-    model = std::string(EVL_BINARY_DIR) + "/bench/vit-b16.pt";
-    if (!fs::exists(model)) {
-      fs::create_directories(fs::path(model).parent_path());
-      const std::string cmd = std::string(EVL_PYTHON) + " " + src +
-                              "/scripts/make_clip_backbone.py --preset b16 -o " + model;
-      std::cout << "making " << model << "\n" << std::flush;
-      if (std::system(cmd.c_str()) != 0 || !fs::exists(model)) {
-        std::cerr << "error: could not create " << model << " with: " << cmd << "\n";
-        return 1;
-      }
-    }
+    model = evl::bench::b16_backbone();
+    if (model.empty()) return 1;
   }
 
   // The clips: real action videos of shared/ (as bench_extract).
-  const std::string videos = std::string(EVL_SHARED_DIR) + "/data/real/videos/action/";
-  const std::vector<std::string> names = {"k400_arm_wrestling.mp4",
-                                          "k400_cleaning_pool.mp4",
-                                          "k400_shooting_basketball.mp4",
-                                          "pymecavideo_balle-jbart_throwing_ball.mp4",
-                                          "activitynet_v_GGSY1Qvo990_weightlifting.mp4",
-                                          "activitynet_v_ZNVhz7ctTq0_dog_walking.mp4",
-                                          "k400_archery.avi",
-                                          "ucf101_ApplyEyeMakeup.avi"};
+  const std::vector<std::string> names = evl::bench::real_action_clips();
   const fs::path work = fs::temp_directory_path() / ("evl_bench_train_" + std::to_string(getpid()));
   fs::create_directories(work);
   const RemoveOnExit cleanup{work};
   const std::string list = (work / "clips.txt").string();
   {
     std::ofstream out(list);
-    for (int64_t i = 0; i < clips; ++i)
-      out << videos << names[static_cast<size_t>(i)] << " " << i << "\n";
+    for (int64_t i = 0; i < clips; ++i) out << names[static_cast<size_t>(i)] << " " << i << "\n";
   }
 
   // The online source's settings; the cache is what evl_extract makes of them.

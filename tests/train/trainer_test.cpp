@@ -12,6 +12,8 @@
 #include <fstream>
 
 #include "common/check.h"
+#include "tests/support/test_support.h"
+#include "tests/support/torch_support.h"
 #include "train/checkpoint.h"
 #include "train/lr_schedule.h"
 
@@ -22,14 +24,7 @@ namespace {
 
 constexpr int64_t kC = 16, kGrid = 2, kL = 1 + kGrid * kGrid, kT = 4, kM = 2;
 
-cache::Array array_of(const torch::Tensor& t) {
-  cache::Array a;
-  a.dtype = cache::DType::kF32;
-  a.shape = t.sizes().vec();
-  a.bytes.resize(static_cast<size_t>(t.numel()) * 4);
-  std::memcpy(a.bytes.data(), t.contiguous().data_ptr<float>(), a.bytes.size());
-  return a;
-}
+using test::TempDir;
 
 // clips x views records; class = clip % 2. `nan_clip` gets a NaN feature.
 // `bf16_rounded`: the same features rounded to bfloat16 (stored as float32).
@@ -57,7 +52,8 @@ void write_cache(const fs::path& dir, int64_t clips, int64_t views, uint64_t see
         auto q = torch::randn({kM, frames, kL, kC}), k = torch::randn({kM, frames, kL, kC});
         if (bf16_rounded)
           for (auto* t : {&x, &q, &k}) *t = t->to(torch::kBFloat16).to(torch::kFloat);
-        r.arrays = {{"x", array_of(x)}, {"q", array_of(q)}, {"k", array_of(k)}};
+        r.arrays = {
+            {"x", test::f32_array(x)}, {"q", test::f32_array(q)}, {"k", test::f32_array(k)}};
         w.put(r);
       }
   }
@@ -75,12 +71,6 @@ void write_cache(const fs::path& dir, int64_t clips, int64_t views, uint64_t see
   m.shards = {{shard, clips * views}};
   m.save(dir.string());
 }
-
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("evl_trainer_test_" + std::to_string(::getpid()));
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 TrainConfig base_config(const fs::path& root) {
   TrainConfig c;
@@ -127,13 +117,13 @@ double adamw_max_move(const TrainConfig& c, double max_abs_p0) {
 }  // namespace
 
 TEST(Trainer, ResumeIsBitExactOnCpu) {
-  TempDir tmp;
-  write_cache(tmp.path / "train", 12, 2, 1);
-  auto straight = base_config(tmp.path);
-  straight.out = (tmp.path / "straight").string();
+  TempDir tmp("trainer");
+  write_cache(tmp.path() / "train", 12, 2, 1);
+  auto straight = base_config(tmp.path());
+  straight.out = (tmp.path() / "straight").string();
   train_head(straight, "");
-  auto split = base_config(tmp.path);
-  split.out = (tmp.path / "split").string();
+  auto split = base_config(tmp.path());
+  split.out = (tmp.path() / "split").string();
   split.steps = 20;
   // Stop after 10 steps by training a 20-step schedule that is interrupted: run to
   // step 10 with the same schedule length, then resume.
@@ -180,12 +170,12 @@ double binomial_half_upper(int64_t n, double p) {
 }
 
 TEST(Trainer, LearnsTemporalOrderAndValidates) {
-  TempDir tmp;
+  TempDir tmp("trainer");
   constexpr int64_t kValClips = 64;
-  write_cache(tmp.path / "train", 32, 2, 1);
-  write_cache(tmp.path / "val", kValClips, 1, 2);
-  auto c = base_config(tmp.path);
-  c.val_cache = (tmp.path / "val").string();
+  write_cache(tmp.path() / "train", 32, 2, 1);
+  write_cache(tmp.path() / "val", kValClips, 1, 2);
+  auto c = base_config(tmp.path());
+  c.val_cache = (tmp.path() / "val").string();
   c.steps = 120, c.batch_size = 16, c.batch_split = 1, c.save_every = 0, c.log_every = 0;
   c.mlp_dropout = 0.0, c.cls_dropout = 0.0;
   const auto s = train_head(c, "");
@@ -195,16 +185,16 @@ TEST(Trainer, LearnsTemporalOrderAndValidates) {
   // two classes' features then have the same distribution, so whatever the head
   // learnt (i.e. whatever the CPU's rounding did), its number of correct
   // validation clips is Binomial(kValClips, 1/2). Fail only past its 1e-3 tail.
-  c.out = (tmp.path / "run_off").string();
+  c.out = (tmp.path() / "run_off").string();
   c.no_temporal_conv = c.no_temporal_pos_embed = c.no_temporal_cross_attention = true;
   const double chance_tail = binomial_half_upper(kValClips, 1e-3);
   EXPECT_LT(train_head(c, "").val_top1, chance_tail);
 }
 
 TEST(Trainer, NonFiniteLossStopsAndKeepsLastGoodCheckpoint) {
-  TempDir tmp;
-  write_cache(tmp.path / "train", 4, 1, 1, kT, /*nan_clip=*/2);
-  auto c = base_config(tmp.path);
+  TempDir tmp("trainer");
+  write_cache(tmp.path() / "train", 4, 1, 1, kT, /*nan_clip=*/2);
+  auto c = base_config(tmp.path());
   c.batch_size = 1, c.batch_split = 1, c.save_every = 1, c.steps = 8;
   try {
     train_head(c, "");
@@ -223,11 +213,11 @@ TEST(Trainer, NonFiniteLossStopsAndKeepsLastGoodCheckpoint) {
 }
 
 TEST(Trainer, RefusesMismatchedCaches) {
-  TempDir tmp;
-  write_cache(tmp.path / "train", 4, 1, 1);
-  write_cache(tmp.path / "val16", 4, 1, 1, /*frames=*/6);
-  auto c = base_config(tmp.path);
-  c.val_cache = (tmp.path / "val16").string();
+  TempDir tmp("trainer");
+  write_cache(tmp.path() / "train", 4, 1, 1);
+  write_cache(tmp.path() / "val16", 4, 1, 1, /*frames=*/6);
+  auto c = base_config(tmp.path());
+  c.val_cache = (tmp.path() / "val16").string();
   try {
     train_head(c, "");
     FAIL() << "expected a provenance error";
@@ -261,26 +251,26 @@ TEST(Trainer, RefusesMismatchedCaches) {
 //    normalises into lr-sized steps, in fp32 too): AdamW's closed-form bound on
 //    how far a coordinate can move from its initial value.
 TEST(Trainer, CpuBf16AutocastLearnsLikeFp32) {
-  TempDir tmp;
-  write_cache(tmp.path / "train", 32, 2, 1);
-  write_cache(tmp.path / "train_bf16_rounded", 32, 2, 1, kT, -1, /*bf16_rounded=*/true);
-  write_cache(tmp.path / "val", 16, 1, 2);
-  auto c = base_config(tmp.path);
-  c.val_cache = (tmp.path / "val").string();
+  TempDir tmp("trainer");
+  write_cache(tmp.path() / "train", 32, 2, 1);
+  write_cache(tmp.path() / "train_bf16_rounded", 32, 2, 1, kT, -1, /*bf16_rounded=*/true);
+  write_cache(tmp.path() / "val", 16, 1, 2);
+  auto c = base_config(tmp.path());
+  c.val_cache = (tmp.path() / "val").string();
   c.steps = 120, c.batch_size = 16, c.batch_split = 1, c.save_every = 0, c.log_every = 0;
   c.mlp_dropout = 0.0, c.cls_dropout = 0.0;
   c.precision = "fp32";
   const auto fp32 = train_head(c, "");
-  c.out = (tmp.path / "run_rounded_inputs").string();
-  c.cache = (tmp.path / "train_bf16_rounded").string();
+  c.out = (tmp.path() / "run_rounded_inputs").string();
+  c.cache = (tmp.path() / "train_bf16_rounded").string();
   const auto rounded = train_head(c, "");
-  c.cache = (tmp.path / "train").string();
-  c.out = (tmp.path / "run_bf16").string();
+  c.cache = (tmp.path() / "train").string();
+  c.out = (tmp.path() / "run_bf16").string();
   c.precision = "bf16";
   const auto bf16 = train_head(c, "");
   // The initial weights (a function of --seed): one step at lr 0 leaves them as they are.
   auto c0 = c;
-  c0.out = (tmp.path / "run_init").string(), c0.steps = 1, c0.lr = 0, c0.precision = "fp32";
+  c0.out = (tmp.path() / "run_init").string(), c0.steps = 1, c0.lr = 0, c0.precision = "fp32";
   train_head(c0, "");
 
   EXPECT_GE(bf16.val_top1, 0.9) << "loss " << bf16.last_loss;
@@ -289,10 +279,10 @@ TEST(Trainer, CpuBf16AutocastLearnsLikeFp32) {
             kBf16Roundings * std::abs(rounded.last_loss - fp32.last_loss))
       << "fp32 " << fp32.last_loss << " bf16 " << bf16.last_loss << " fp32 on bf16 inputs "
       << rounded.last_loss;
-  const auto a = params_of((tmp.path / "run" / "last.pth").string());
-  const auto b = params_of((tmp.path / "run_bf16" / "last.pth").string());
-  const auto r = params_of((tmp.path / "run_rounded_inputs" / "last.pth").string());
-  const auto p0 = params_of((tmp.path / "run_init" / "last.pth").string());
+  const auto a = params_of((tmp.path() / "run" / "last.pth").string());
+  const auto b = params_of((tmp.path() / "run_bf16" / "last.pth").string());
+  const auto r = params_of((tmp.path() / "run_rounded_inputs" / "last.pth").string());
+  const auto p0 = params_of((tmp.path() / "run_init" / "last.pth").string());
   double bf16_sq = 0, rounded_sq = 0;
   for (const auto& [name, t] : a) {
     EXPECT_EQ(b.at(name).scalar_type(), torch::kFloat) << name;  // master weights stay fp32
@@ -314,22 +304,22 @@ TEST(Trainer, CpuBf16AutocastLearnsLikeFp32) {
                    std::abs(rounded.last_loss - fp32.last_loss)
             << "\n";
   c.precision = "fp16";  // CUDA only
-  c.out = (tmp.path / "run_fp16").string();
+  c.out = (tmp.path() / "run_fp16").string();
   EXPECT_THROW(train_head(c, ""), UsageError);
 }
 
 TEST(Trainer, InitFineTunesWithANewClassifierAndScaledLr) {
   // A 2-class head, then a 3-class run initialised from it (UCF-101 from K400).
-  TempDir tmp;
-  write_cache(tmp.path / "train", 8, 1, 1);
-  auto c = base_config(tmp.path);
+  TempDir tmp("trainer");
+  write_cache(tmp.path() / "train", 8, 1, 1);
+  auto c = base_config(tmp.path());
   c.steps = 2, c.save_every = 0, c.mlp_dropout = 0.0, c.cls_dropout = 0.0;
   train_head(c, "");
   const auto pre_path = (fs::path(c.out) / "last.pth").string();
   const auto pre = params_of(pre_path);
 
-  auto f = base_config(tmp.path);
-  f.out = (tmp.path / "finetune").string();
+  auto f = base_config(tmp.path());
+  f.out = (tmp.path() / "finetune").string();
   f.init = pre_path, f.num_classes = 3, f.steps = 1, f.batch_size = 4, f.batch_split = 1;
   f.lr = 1e-2, f.weight_decay = 0.05, f.init_lr_scale = 0.1, f.save_every = 0;
   f.mlp_dropout = 0.0, f.cls_dropout = 0.0;
@@ -366,10 +356,10 @@ TEST(Trainer, InitFineTunesWithANewClassifierAndScaledLr) {
   EXPECT_TRUE(fs::exists(fs::path(f.out) / "checkpoint-2.pth"));
   // A classifier of the right class count is reused, any other mismatch still fails.
   auto g = f;
-  g.out = (tmp.path / "same_classes").string();
+  g.out = (tmp.path() / "same_classes").string();
   g.num_classes = 2;
   EXPECT_NO_THROW(train_head(g, ""));
-  g.out = (tmp.path / "bad").string();
+  g.out = (tmp.path() / "bad").string();
   g.no_temporal_conv = true;  // the file has temporal_conv weights this head lacks
   EXPECT_THROW(train_head(g, ""), Error);
 }
