@@ -1,7 +1,8 @@
 # The front door (README.md):
 #   make demo   set up, build, and run the end-to-end demo on generated data
 #   make test   set up, build, and run the test suite (what CI runs)
-# Also: make setup | build | bench | format | clean.  BUILD_DIR, JOBS override.
+# Also: make setup | build | bench | format | format-check | sanitize | clean.
+# BUILD_DIR, JOBS, CMAKE_FLAGS override.
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= Release
@@ -11,7 +12,7 @@ CMAKE_FLAGS ?=
 # keeps idle OpenMP workers from spinning against BLAS threads (~30% on 2 cores).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup configure build test test-all demo bench format clean
+.PHONY: setup configure build test test-all demo bench format format-check sanitize clean
 
 setup:
 	@bash scripts/setup.sh
@@ -34,6 +35,14 @@ bench: build
 
 format:
 	@git ls-files '*.cpp' '*.h' | xargs clang-format -i
+
+# Fails if any tracked C++ file differs from clang-format's output (.clang-format).
+format-check:
+	@git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run -Werror
+
+# The unit tests under AddressSanitizer + UBSan, in build-asan/ (scripts/ci_sanitize.sh).
+sanitize: setup
+	@JOBS=$(JOBS) CMAKE_FLAGS="$(CMAKE_FLAGS)" bash scripts/ci_sanitize.sh
 
 clean:
 	@rm -rf $(BUILD_DIR)

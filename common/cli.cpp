@@ -84,34 +84,35 @@ int run(const Tool& tool, const std::function<int()>& body) {
 
 namespace {
 
+// Writes one value in its INI form; multi-valued options repeat the key in INI,
+// so vectors are joined with spaces for one line.
+template <typename T>
+void put(std::ostream& os, const T& x) {
+  os << x;
+}
+void put(std::ostream& os, bool x) { os << (x ? "true" : "false"); }
+template <typename T>
+void put(std::ostream& os, const std::vector<T>& xs) {
+  for (size_t i = 0; i < xs.size(); ++i) os << (i ? " " : "") << xs[i];
+}
+
+// Writes v if it holds a T; returns whether it did.
+template <typename T>
+bool put_if(std::ostream& os, const boost::any& v) {
+  const T* p = boost::any_cast<T>(&v);
+  if (p) put(os, *p);
+  return p != nullptr;
+}
+
 // Formats one stored value; returns false for types that have no INI form.
 bool format_value(const boost::any& v, std::string& out) {
   std::ostringstream os;
   os.precision(9);
-  if (auto p = boost::any_cast<std::string>(&v))
-    os << *p;
-  else if (auto p = boost::any_cast<int>(&v))
-    os << *p;
-  else if (auto p = boost::any_cast<int64_t>(&v))
-    os << *p;
-  else if (auto p = boost::any_cast<uint64_t>(&v))
-    os << *p;
-  else if (auto p = boost::any_cast<unsigned>(&v))
-    os << *p;
-  else if (auto p = boost::any_cast<double>(&v))
-    os << *p;
-  else if (auto p = boost::any_cast<float>(&v))
-    os << *p;
-  else if (auto p = boost::any_cast<bool>(&v))
-    os << (*p ? "true" : "false");
-  else if (auto p = boost::any_cast<std::vector<std::string>>(&v)) {
-    // Multi-valued options repeat the key in INI; join with spaces for one line.
-    for (size_t i = 0; i < p->size(); ++i) os << (i ? " " : "") << (*p)[i];
-  } else if (auto p = boost::any_cast<std::vector<int>>(&v)) {
-    for (size_t i = 0; i < p->size(); ++i) os << (i ? " " : "") << (*p)[i];
-  } else {
-    return false;
-  }
+  const bool known = put_if<std::string>(os, v) || put_if<int>(os, v) || put_if<int64_t>(os, v) ||
+                     put_if<uint64_t>(os, v) || put_if<unsigned>(os, v) || put_if<double>(os, v) ||
+                     put_if<float>(os, v) || put_if<bool>(os, v) ||
+                     put_if<std::vector<std::string>>(os, v) || put_if<std::vector<int>>(os, v);
+  if (!known) return false;
   out = os.str();
   return true;
 }

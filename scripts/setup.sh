@@ -5,8 +5,8 @@
 set -euo pipefail
 
 packages=(
-  # toolchain
-  g++ cmake ninja-build pkg-config ccache make git
+  # toolchain; clang-format (14 on Debian 12) for make format / format-check
+  g++ cmake ninja-build pkg-config ccache make git clang-format
   # LibTorch (CPU) and an optimised system BLAS: without libopenblas0-pthread,
   # libtorch's libblas.so.3 is netlib's reference BLAS and fp32 is ~65x slower.
   libtorch-dev libopenblas0-pthread libgloo-dev
