@@ -21,6 +21,7 @@ CONF=$DIR/slurm.conf
 CTLD_PORT=${EVL_SLURM_CTLD_PORT:-6817}
 SLURMD_PORT=${EVL_SLURM_SLURMD_PORT:-6818}
 START_TIMEOUT=${EVL_SLURM_START_TIMEOUT:-90}
+PIDFILE_GRACE=20
 NODE=localhost
 export SLURM_CONF=$CONF
 
@@ -143,10 +144,18 @@ cmd_start() {
     slurmctld -f "$CONF" || die "slurmctld failed to start"
     slurmd -f "$CONF" -N "$NODE" || die "slurmd failed to start"
   fi
-  local deadline=$((SECONDS + START_TIMEOUT)) state=""
+  local started=$SECONDS deadline=$((SECONDS + START_TIMEOUT)) state="" d
   while [ $SECONDS -lt $deadline ]; do
-    pid_alive "$DIR/run/slurmctld.pid" || die "slurmctld exited"
-    pid_alive "$DIR/run/slurmd.pid" || die "slurmd exited"
+    for d in slurmctld slurmd; do
+      # A daemon writes its pid file only after it has forked and initialised,
+      # which can take a second or two on a loaded machine: a missing or empty
+      # pid file is "not yet", a failure only after PIDFILE_GRACE seconds.
+      # (Calling it a failure at once made the tests stop a healthy cluster.)
+      pid_alive "$DIR/run/$d.pid" && continue
+      if [ -s "$DIR/run/$d.pid" ] || [ $((SECONDS - started)) -ge "$PIDFILE_GRACE" ]; then
+        die "$d exited"
+      fi
+    done
     state=$(node_state)
     case "$state" in
       idle | mixed | allocated) log "node $NODE is $state; export SLURM_CONF=$CONF"; return 0 ;;
@@ -171,6 +180,12 @@ stop_pidfile() {
 cmd_stop() {
   stop_pidfile "$DIR/run/slurmd.pid"
   stop_pidfile "$DIR/run/slurmctld.pid"
+  # Daemons of this configuration that never wrote a pid file (stopped while
+  # starting) are found by their command line.
+  if pkill -f -- "-f $CONF" 2>/dev/null; then
+    for _ in $(seq 1 50); do pgrep -f -- "-f $CONF" >/dev/null || break; sleep 0.2; done
+    pkill -9 -f -- "-f $CONF" 2>/dev/null || true
+  fi
   if [ -f "$DIR/run/munged.ours" ]; then
     stop_pidfile "$DIR/run/munged.pid"
     rm -f "$DIR/run/munged.ours"
