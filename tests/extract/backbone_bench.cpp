@@ -17,9 +17,12 @@
 #include <vector>
 
 #include "extract/clip_vit.h"
+#include "tests/support/bench_support.h"
 
 namespace {
-using Clock = std::chrono::steady_clock;
+using evl::bench::Clock;
+using evl::bench::peak_rss_mib;
+using evl::bench::seconds_since;
 
 struct Args {
   bool quick = false;
@@ -27,10 +30,6 @@ struct Args {
   int64_t batch = 8, threads = 2, iters = 3, warmup = 1;
   bool python = true;
 };
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 template <typename F>
 double median_seconds(int64_t warmup, int64_t iters, F&& f) {
@@ -42,12 +41,6 @@ double median_seconds(int64_t warmup, int64_t iters, F&& f) {
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
-}
-
-double peak_rss_mib() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_maxrss / 1024.0;
 }
 
 std::string run(const std::string& cmd) {

@@ -29,17 +29,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-double peak_rss_mib() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_maxrss) / 1024.0;
-}
+using evl::bench::Clock;
+using evl::bench::peak_rss_mib;
+using evl::bench::seconds_since;
 
 // Reads a file once so that both measurements start from a warm page cache.
 void warm_page_cache(const std::string& path) {

@@ -1,8 +1,12 @@
-// What the benchmarks (bench_extract, bench_train) share: the ViT-B/16-shaped
-// random backbone they time, the real clips they decode, and a work folder that
-// goes away however main() returns. Header-only, no LibTorch.
+// What the benchmarks (bench_backbone, bench_extract, bench_train) share: a
+// clock, the peak RSS, the ViT-B/16-shaped random backbone they time, the real
+// clips they decode, and a work folder that goes away however main() returns.
+// Header-only, no LibTorch.
 #pragma once
 
+#include <sys/resource.h>
+
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -13,6 +17,19 @@
 namespace evl::bench {
 
 namespace fs = std::filesystem;
+
+using Clock = std::chrono::steady_clock;
+
+inline double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// The process's peak resident set so far, in MiB.
+inline double peak_rss_mib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
+}
 
 // Removes `dir` with everything in it on destruction.
 struct RemoveOnExit {

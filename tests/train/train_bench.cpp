@@ -41,17 +41,9 @@ using namespace evl;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-double peak_rss_mib() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_maxrss) / 1024.0;
-}
+using evl::bench::Clock;
+using evl::bench::peak_rss_mib;
+using evl::bench::seconds_since;
 
 using evl::bench::RemoveOnExit;
 
