@@ -42,18 +42,29 @@
 
 namespace evl::cache {
 
-inline constexpr uint32_t kFormatVersion = 1;
+// Version 2 added the quantized dtypes (int8, fp8); version-1 records and
+// manifests still read (they can hold only fp16/bf16/fp32).
+inline constexpr uint32_t kFormatVersion = 2;
 
-enum class DType : uint8_t { kF16 = 1, kBF16 = 2, kF32 = 3 };
+// Storage dtypes (the record's dtype codes). kI8 and kFP8 are group-quantized:
+// 1-byte codes plus fp16 scales per 64 channels of the last axis, in one payload
+// (cache/quantize.h, FORMAT.md "Quantized arrays"); read them with to_float32.
+enum class DType : uint8_t { kF16 = 1, kBF16 = 2, kF32 = 3, kI8 = 4, kFP8 = 5 };
 enum class StorageMode { kQK, kCompact };
 
-size_t dtype_size(DType dtype);              // 2, 2, 4; throws evl::Error for an unknown code
-std::string to_string(DType dtype);          // "fp16" | "bf16" | "fp32"
+size_t dtype_size(DType dtype);              // bytes per element (per code): 2, 2, 4, 1, 1;
+                                             // throws evl::Error for an unknown code
+std::string to_string(DType dtype);          // "fp16" | "bf16" | "fp32" | "int8" | "fp8"
 DType parse_dtype(const std::string& name);  // throws evl::UsageError
-std::string to_string(StorageMode mode);     // "qk" | "compact"
+// Payload bytes of an array: numel * dtype_size, or for a quantized dtype the
+// codes, their padding to 64 bytes and the fp16 scales (quant_layout). Throws
+// evl::Error for a quantized shape without a channel axis.
+size_t array_bytes(DType dtype, const std::vector<int64_t>& shape);
+std::string to_string(StorageMode mode);  // "qk" | "compact"
 StorageMode parse_storage_mode(const std::string& name);
 
-// A typed n-d array that owns its bytes (row-major, little-endian).
+// A typed n-d array that owns its bytes (row-major, little-endian; for int8/fp8
+// the whole quantized payload: codes, padding, scales).
 struct Array {
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
@@ -69,7 +80,7 @@ struct ArrayView {
   const void* data = nullptr;
 
   int64_t numel() const;
-  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
+  size_t nbytes() const { return array_bytes(dtype, shape); }  // the payload, scales included
 };
 
 // One clip-view.
@@ -117,9 +128,10 @@ float half_to_float(uint16_t h);
 uint16_t float_to_half(float f);
 float bf16_to_float(uint16_t b);
 uint16_t float_to_bf16(float f);
-// `n` floats -> an Array of `dtype` with `shape` (numel must equal n).
+// `n` floats -> an Array of `dtype` with `shape` (numel must equal n). int8/fp8
+// quantize (cache/quantize.h) and throw evl::Error for NaN/inf or out-of-range values.
 Array make_array(DType dtype, std::vector<int64_t> shape, const float* values, size_t n);
-// Any array -> float32, `out` holds view.numel() floats.
+// Any array -> float32 (dequantized for int8/fp8), `out` holds view.numel() floats.
 void to_float32(const ArrayView& view, float* out);
 
 // Provenance of a cache. Readers compare the fields that matter to them and

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "cache/lmdb_env.h"
+#include "cache/quantize.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
 #include "common/time.h"
@@ -57,7 +58,7 @@ uint64_t record_bytes(const Manifest& m) {
   r.view = "t0 s0 xx";
   for (const auto& [name, shape] : expected_arrays(m)) {
     Array a{name == "inputs" ? DType::kF32 : m.dtype, shape, {}};
-    a.bytes.resize(static_cast<size_t>(a.numel()) * dtype_size(a.dtype));
+    a.bytes.resize(array_bytes(a.dtype, a.shape));
     r.arrays.emplace_back(name, std::move(a));
   }
   return encode_record(r).size();
@@ -111,6 +112,7 @@ std::string CacheInfo::to_text() const {
      << human_bytes(double(value_bytes)) << " of records, "
      << human_bytes(records ? double(value_bytes) / double(records) : 0.0) << " per record\n"
      << "storage      " << to_string(m.storage) << ", " << to_string(m.dtype)
+     << (is_quantized(m.dtype) ? " (absmax-symmetric, groups of 64 channels, fp16 scales)" : "")
      << (m.has_inputs ? ", with inputs" : "") << "\n"
      << "backbone     " << m.backbone.file << " (" << m.backbone.format << ", xxh64 "
      << m.backbone.hash << ") width " << m.backbone.width << " depth " << m.backbone.depth

@@ -9,6 +9,7 @@
 
 #include "cache/cache.h"
 #include "cache/lmdb_env.h"
+#include "cache/quantize.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
 
@@ -16,6 +17,11 @@ namespace evl::cache {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
+
+namespace {
+constexpr const char* kQuantScheme = "absmax-symmetric";  // manifest "quantization" (FORMAT.md)
+constexpr const char* kQuantScaleDType = "fp16";
+}  // namespace
 
 std::string Manifest::to_json() const {
   json shards_json = json::array();
@@ -52,6 +58,9 @@ std::string Manifest::to_json() const {
       {"num_clips", num_clips},
       {"shards", shards_json},
   };
+  if (is_quantized(dtype))  // the scheme the records' codes and scales follow (FORMAT.md)
+    j["quantization"] = {
+        {"scheme", kQuantScheme}, {"group", kQuantGroup}, {"scale_dtype", kQuantScaleDType}};
   return j.dump(2) + "\n";
 }
 
@@ -111,6 +120,25 @@ Manifest Manifest::from_json(const std::string& text, const std::string& where) 
     m.dtype = parse_dtype(dtype);
   } catch (const UsageError& e) {
     EVL_THROW(Error, where, ": ", e.what());
+  }
+  if (is_quantized(m.dtype)) {
+    EVL_CHECK(m.format_version >= 2, where, ": dtype '", dtype, "' needs format version 2, the",
+              " manifest says ", m.format_version);
+    json q;
+    field(j, "quantization", q, where);
+    const std::string qw = where + " quantization";
+    std::string scheme, scale_dtype;
+    int64_t group = 0;
+    field(q, "scheme", scheme, qw);
+    field(q, "group", group, qw);
+    field(q, "scale_dtype", scale_dtype, qw);
+    EVL_CHECK(scheme == kQuantScheme && group == kQuantGroup && scale_dtype == kQuantScaleDType, qw,
+              ": scheme '", scheme, "', group ", group, ", scale_dtype '", scale_dtype,
+              "' is not supported (this evl reads '", kQuantScheme, "', group ", kQuantGroup, ", '",
+              kQuantScaleDType, "')");
+  } else {
+    EVL_CHECK(!j.contains("quantization"), where, ": field 'quantization' with dtype '", dtype,
+              "' (only int8 and fp8 are quantized)");
   }
   field(j, "frames", m.frames, where);
   field(j, "stride", m.stride, where);

@@ -1,7 +1,8 @@
 // The record encoding of cache/FORMAT.md: header, array table, 64-byte aligned
 // array data and a trailing xxh64. Decoding checks everything before trusting
 // it and returns views into the caller's bytes (no copy). Also dtype names,
-// keys, shard names, and fp16/bf16 <-> float32 conversion.
+// keys, shard names, and fp16/bf16 <-> float32 conversion. Quantized payloads
+// are built and read through cache/quantize.h.
 #include <xxhash.h>
 
 #include <cstring>
@@ -9,6 +10,7 @@
 #include <sstream>
 
 #include "cache/cache.h"
+#include "cache/quantize.h"
 #include "common/check.h"
 
 namespace evl::cache {
@@ -19,6 +21,8 @@ constexpr char kMagic[4] = {'E', 'V', 'L', 'R'};
 constexpr size_t kFixedHeader = 56;  // bytes before the strings
 constexpr size_t kAlign = 64;
 constexpr size_t kMaxDims = 8;
+constexpr uint8_t kMaxDTypeCode = 5;
+constexpr uint32_t kFirstQuantizedVersion = 2;  // int8/fp8 (codes 4, 5) appeared in version 2
 
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
@@ -55,6 +59,9 @@ size_t dtype_size(DType dtype) {
       return 2;
     case DType::kF32:
       return 4;
+    case DType::kI8:
+    case DType::kFP8:
+      return 1;
   }
   EVL_THROW(Error, "unknown dtype code ", static_cast<int>(dtype));
 }
@@ -67,6 +74,10 @@ std::string to_string(DType dtype) {
       return "bf16";
     case DType::kF32:
       return "fp32";
+    case DType::kI8:
+      return "int8";
+    case DType::kFP8:
+      return "fp8";
   }
   return "dtype(" + std::to_string(static_cast<int>(dtype)) + ")";
 }
@@ -75,7 +86,14 @@ DType parse_dtype(const std::string& name) {
   if (name == "fp16" || name == "float16") return DType::kF16;
   if (name == "bf16" || name == "bfloat16") return DType::kBF16;
   if (name == "fp32" || name == "float32") return DType::kF32;
-  EVL_THROW(UsageError, "unknown dtype '", name, "' (expected fp16, bf16 or fp32)");
+  if (name == "int8") return DType::kI8;
+  if (name == "fp8" || name == "fp8_e4m3") return DType::kFP8;
+  EVL_THROW(UsageError, "unknown dtype '", name, "' (expected fp16, bf16, fp32, int8 or fp8)");
+}
+
+size_t array_bytes(DType dtype, const std::vector<int64_t>& shape) {
+  if (is_quantized(dtype)) return quant_layout(shape).bytes;
+  return static_cast<size_t>(product(shape)) * dtype_size(dtype);
 }
 
 std::string to_string(StorageMode mode) { return mode == StorageMode::kQK ? "qk" : "compact"; }
@@ -150,10 +168,12 @@ void encode_record_into(const Record& record, std::vector<uint8_t>& out) {
   for (const auto& [name, a] : record.arrays) {
     EVL_CHECK(a.shape.size() <= kMaxDims, "record '", record.key, "': array '", name, "' has ",
               a.shape.size(), " dims (max 8)");
-    EVL_CHECK(a.bytes.size() == static_cast<size_t>(a.numel()) * dtype_size(a.dtype), "record '",
-              record.key, "': array '", name, "' holds ", a.bytes.size(), " bytes, shape ",
-              shape_str(a.shape), " of ", to_string(a.dtype), " needs ",
-              a.numel() * static_cast<int64_t>(dtype_size(a.dtype)));
+    EVL_CHECK(!is_quantized(a.dtype) || (!a.shape.empty() && a.shape.back() >= 1), "record '",
+              record.key, "': ", to_string(a.dtype), " array '", name, "' of shape ",
+              shape_str(a.shape), " has no channel axis to quantize along");
+    EVL_CHECK(a.bytes.size() == array_bytes(a.dtype, a.shape), "record '", record.key, "': array '",
+              name, "' holds ", a.bytes.size(), " bytes, shape ", shape_str(a.shape), " of ",
+              to_string(a.dtype), " needs ", array_bytes(a.dtype, a.shape));
     table += 4 + name.size() + 4 + 8 * a.shape.size() + 16;
   }
   const size_t header_size = align_up(table);
@@ -189,7 +209,9 @@ void encode_record_into(const Record& record, std::vector<uint8_t>& out) {
     pos += 4 + name.size();
     out[pos] = static_cast<uint8_t>(a.dtype);
     out[pos + 1] = static_cast<uint8_t>(a.shape.size());
-    pos += 4;  // dtype, ndim, 2 reserved bytes
+    // u16 quantization group (channels per scale) for int8/fp8; 0 (reserved) otherwise.
+    put<uint16_t>(out, pos + 2, static_cast<uint16_t>(is_quantized(a.dtype) ? kQuantGroup : 0));
+    pos += 4;
     for (int64_t d : a.shape) put<int64_t>(out, (pos += 8) - 8, d);
     put<uint64_t>(out, pos, offsets[i]);
     put<uint64_t>(out, pos + 8, a.bytes.size());
@@ -244,11 +266,22 @@ RecordView decode_record(const void* data, size_t size, const std::string& where
     pos += name_len;
     ArrayView v;
     const uint8_t code = p[pos];
-    EVL_CHECK(code >= 1 && code <= 3, where, ": array '", name, "' has unknown dtype code ",
-              int(code));
+    EVL_CHECK(code >= 1 && code <= kMaxDTypeCode, where, ": array '", name,
+              "' has unknown dtype code ", int(code));
     v.dtype = static_cast<DType>(code);
     const uint8_t ndim = p[pos + 1];
     EVL_CHECK(ndim <= kMaxDims, where, ": array '", name, "' has ", int(ndim), " dims");
+    const bool quantized = is_quantized(v.dtype);
+    if (quantized) {
+      EVL_CHECK(version >= kFirstQuantizedVersion, where, ": array '", name, "' has dtype ",
+                to_string(v.dtype), ", which format version ", version,
+                " does not have (corrupt record)");
+      const uint16_t group = get<uint16_t>(p + pos + 2);
+      EVL_CHECK(group == kQuantGroup, where, ": array '", name, "' is quantized in groups of ",
+                group, " channels; this evl reads groups of ", kQuantGroup);
+      EVL_CHECK(ndim >= 1, where, ": ", to_string(v.dtype), " array '", name,
+                "' has no channel axis");
+    }
     pos += 4;
     need(8 * ndim + 16);
     for (int d = 0; d < ndim; ++d, pos += 8) {
@@ -258,9 +291,11 @@ RecordView decode_record(const void* data, size_t size, const std::string& where
     }
     const uint64_t offset = get<uint64_t>(p + pos), nbytes = get<uint64_t>(p + pos + 8);
     pos += 16;
-    EVL_CHECK(nbytes == static_cast<uint64_t>(v.numel()) * dtype_size(v.dtype), where, ": array '",
-              name, "' has ", nbytes, " bytes but shape ", shape_str(v.shape), " of ",
-              to_string(v.dtype));
+    EVL_CHECK(!quantized || v.shape.back() >= 1, where, ": ", to_string(v.dtype), " array '", name,
+              "' has an empty channel axis");
+    EVL_CHECK(nbytes == array_bytes(v.dtype, v.shape), where, ": array '", name, "' has ", nbytes,
+              " bytes but shape ", shape_str(v.shape), " of ", to_string(v.dtype),
+              quantized ? " (codes + fp16 scales)" : "", " needs ", array_bytes(v.dtype, v.shape));
     EVL_CHECK(offset >= header_size && offset <= size - 8 && nbytes <= size - 8 - offset, where,
               ": array '", name, "' data [", offset, ", +", nbytes, ") lies outside the value");
     v.data = p + offset;
@@ -336,6 +371,15 @@ Array make_array(DType dtype, std::vector<int64_t> shape, const float* values, s
   Array a{dtype, std::move(shape), {}};
   EVL_CHECK(static_cast<size_t>(a.numel()) == n, "make_array: shape ", shape_str(a.shape),
             " holds ", a.numel(), " values, got ", n);
+  if (is_quantized(dtype)) {
+    const QuantLayout l = quant_layout(a.shape);
+    a.bytes.assign(l.bytes, 0);
+    std::vector<uint16_t> scales(static_cast<size_t>(l.rows * l.groups));
+    quantize(dtype, values, l.rows, l.width, a.bytes.data(), scales.data());
+    if (!scales.empty())
+      std::memcpy(a.bytes.data() + l.scales_offset, scales.data(), scales.size() * 2);
+    return a;
+  }
   a.bytes.resize(n * dtype_size(dtype));
   if (dtype == DType::kF32) {
     if (n) std::memcpy(a.bytes.data(), values, n * 4);
@@ -348,6 +392,10 @@ Array make_array(DType dtype, std::vector<int64_t> shape, const float* values, s
 }
 
 void to_float32(const ArrayView& view, float* out) {
+  if (is_quantized(view.dtype)) {
+    dequantize_rows(view, 0, quant_layout(view.shape).rows, out);
+    return;
+  }
   const size_t n = static_cast<size_t>(view.numel());
   if (view.dtype == DType::kF32) {
     if (n) std::memcpy(out, view.data, n * 4);

@@ -1,6 +1,8 @@
-// backbone_features (features.h): chunked forwards and the per-view regrouping.
+// backbone_features (features.h): chunked forwards and the per-view regrouping,
+// and the storage rounding that makes --online see a cache's values.
 #include "extract/features.h"
 
+#include "cache/quantize.h"
 #include "cache/torch_interop.h"
 #include "common/check.h"
 
@@ -62,6 +64,18 @@ ViewFeatures backbone_features(ClipVisionImpl& model, const torch::Tensor& image
 }
 
 torch::Tensor round_through_storage(const torch::Tensor& t, cache::DType dtype) {
+  if (cache::is_quantized(dtype)) {
+    // Groups run along the last axis only, so quantizing this tensor gives the
+    // values of the same rows quantized inside a record's (M, T, L, C) array.
+    EVL_CHECK(t.dim() >= 1 && t.size(-1) >= 1, "round_through_storage: ", cache::to_string(dtype),
+              " needs a channel axis, got ", t.sizes());
+    const torch::Tensor c = t.to(torch::kCPU, torch::kFloat).contiguous();
+    torch::Tensor out = torch::empty_like(c);
+    const int64_t width = c.size(-1);
+    cache::quantize_roundtrip(dtype, c.data_ptr<float>(), c.numel() / width, width,
+                              out.data_ptr<float>());
+    return out;
+  }
   const auto st = cache::torch_dtype(dtype);
   if (st == torch::kFloat) return t.to(torch::kCPU, torch::kFloat);
   return t.to(torch::kCPU, st).to(torch::kFloat);

@@ -42,7 +42,9 @@ ViewFeatures backbone_features(ClipVisionImpl& model, const torch::Tensor& image
                                int64_t views_per_forward);
 
 // `t` rounded through the storage dtype and back to float32, exactly as a cache
-// record stores it and its reader returns it (the identity for fp32).
+// record stores it and its reader returns it (the identity for fp32). int8/fp8
+// quantize-dequantize along the last axis (cache/quantize.h) and throw
+// evl::Error for NaN/inf or out-of-range values, which they cannot store.
 torch::Tensor round_through_storage(const torch::Tensor& t, cache::DType dtype);
 
 }  // namespace evl

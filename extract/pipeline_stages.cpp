@@ -12,7 +12,9 @@
 #include <chrono>
 #include <filesystem>
 #include <thread>
+#include <utility>
 
+#include "cache/quantize.h"
 #include "cache/torch_interop.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
@@ -26,6 +28,11 @@ namespace evl {
 namespace {
 
 cache::Array to_array(const torch::Tensor& t, cache::DType dtype) {
+  if (cache::is_quantized(dtype)) {  // codes + group scales (cache/quantize.h)
+    const torch::Tensor f = t.to(torch::kCPU, torch::kFloat).contiguous();
+    return cache::make_array(dtype, f.sizes().vec(), f.data_ptr<float>(),
+                             static_cast<size_t>(f.numel()));
+  }
   const torch::Tensor c = t.to(torch::kCPU, cache::torch_dtype(dtype)).contiguous();
   cache::Array a;
   a.dtype = dtype;
@@ -33,6 +40,23 @@ cache::Array to_array(const torch::Tensor& t, cache::DType dtype) {
   const auto* p = static_cast<const uint8_t*>(c.data_ptr());
   a.bytes.assign(p, p + c.nbytes());
   return a;
+}
+
+// Why a clip's features cannot be stored as `dtype`, "" when they can: int8
+// and fp8 hold neither NaN nor inf (fp16/bf16/fp32 store them as they are).
+// `blocks`: the backbone block of each entry of f.x (and of f.q, f.k).
+std::string storage_problem(const ViewFeatures& f, cache::DType dtype,
+                            const std::vector<int64_t>& blocks) {
+  if (!cache::is_quantized(dtype)) return "";
+  for (const auto& [name, tensors] :
+       {std::pair{"x", &f.x}, std::pair{"q", &f.q}, std::pair{"k", &f.k}})
+    for (size_t i = 0; i < tensors->size(); ++i) {
+      const torch::Tensor c = (*tensors)[i].to(torch::kCPU, torch::kFloat).contiguous();
+      const std::string why =
+          cache::quantization_problem(dtype, c.data_ptr<float>(), static_cast<size_t>(c.numel()));
+      if (!why.empty()) return str(why, " (", name, " of block ", blocks[i], ")");
+    }
+  return "";
 }
 
 void validate(const ExtractConfig& cfg) {
@@ -273,6 +297,7 @@ std::string ExtractionJob::write(Batch& batch) {
     return torch::stack(rows);  // (M, T, L, C)
   };
   for (auto& w : batch) {
+    if (w->error.empty()) w->error = storage_problem(w->features, dtype_, stored_blocks_);
     if (!w->error.empty()) {
       ++summary_.clips_failed;
       record_failure(*w);

@@ -73,7 +73,10 @@ class ExtractionJob {
   // of --batch-size views, and fills each clip's features.
   void forward(Batch& batch);
   // 4. Writes the batch's records (failed clips go to the failures file) and
-  // commits them durably. Returns a fatal message when more videos failed than
+  // commits them durably. With --dtype int8/fp8 a clip whose features hold a NaN
+  // or inf (or exceed the fp16 scales' range) fails too, its reason starting
+  // "non-finite features" ("features out of range"), instead of being stored. Returns a fatal
+  // message when more videos failed than
   // --max-failures allows (the batch is still committed), else "".
   std::string write(Batch& batch);
   // The last commit, then the shard manifest (unless `interrupted` and clips

@@ -58,7 +58,8 @@ const std::vector<ViewFlag>& view_flags() {
        "backbone compute: auto (fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16", kAll,
        Group::kFeatures, "backbone-precision"},
       {"dtype", &ViewSettings::dtype,
-       "feature storage dtype (--online: the rounding a cache would apply): fp16 | bf16 | fp32",
+       "feature storage dtype (--online: the rounding a cache would apply): fp16 | bf16 | fp32 | "
+       "int8 | fp8 (int8/fp8: 1-byte codes, an fp16 scale per 64 channels)",
        kExtract | kOnline, Group::kFeatures},
   };
   return rows;

@@ -1,8 +1,10 @@
 // Cache records -> float tensors, and the deterministic sampler. Compact mode
 // recomputes q = layer_norm(x_in) @ Wq^T + bq exactly as the backbone did
 // (docs/OFFICIAL_EVL.md §2.3: q/k of block b come from ln_1 of block b's input).
+// int8/fp8 records are dequantized straight into the float32 batch.
 #include "train/cached_dataset.h"
 
+#include "cache/quantize.h"
 #include "cache/torch_interop.h"
 #include "common/check.h"
 #include "common/random.h"
@@ -53,13 +55,18 @@ void FeatureConverter::fill(const cache::RecordView& record, int64_t row,
   const auto available = static_cast<int64_t>(manifest_.layers.size());
   const bool compact = manifest_.storage == cache::StorageMode::kCompact;
   const std::vector<int64_t> want = {available + (compact ? 1 : 0), frames_, tokens_, width_};
-  auto get = [&](const char* name) {
+  auto find = [&](const char* name) -> const cache::ArrayView& {
     const auto* a = record.find(name);
     EVL_CHECK(a, where_, ": record '", record.key, "' has no array '", name, "'");
     EVL_CHECK(a->shape == want, where_, ": record '", record.key, "': array '", name,
               "' has shape ", c10::IntArrayRef(a->shape), ", expected ", c10::IntArrayRef(want));
-    return cache::as_tensor(*a);
+    return *a;
   };
+  if (cache::is_quantized(find("x").dtype)) {
+    fill_quantized(record, row, batch, find);
+    return;
+  }
+  auto get = [&](const char* name) { return cache::as_tensor(find(name)); };
   auto x = get("x");
   for (int64_t i = 0; i < layers_; ++i) {
     if (compact) {
@@ -73,6 +80,42 @@ void FeatureConverter::fill(const cache::RecordView& record, int64_t row,
       batch.x[i][row].copy_(x[offset_ + i]);
       batch.q[i][row].copy_(get("q")[offset_ + i]);
       batch.k[i][row].copy_(get("k")[offset_ + i]);
+    }
+  }
+  batch.labels[row] = record.label;
+  batch.clip_index[static_cast<size_t>(row)] = record.clip_index;
+}
+
+// int8/fp8: each (T, L, C) block is dequantized straight into its batch row,
+// and compact mode recomputes Q/K from the dequantized input exactly as from
+// fp16 (layer i's input is layer i-1's X, already in the batch).
+void FeatureConverter::fill_quantized(
+    const cache::RecordView& record, int64_t row, FeatureBatch& batch,
+    const std::function<const cache::ArrayView&(const char*)>& find) const {
+  const int64_t rows = frames_ * tokens_;  // (T, L) tokens of C channels per block
+  auto dequantize = [&](const cache::ArrayView& a, int64_t block, torch::Tensor dst) {
+    EVL_CHECK(dst.is_contiguous() && dst.scalar_type() == torch::kFloat,
+              "internal: batch rows must be contiguous float32");
+    cache::dequantize_rows(a, block * rows, rows, dst.data_ptr<float>());
+  };
+  const cache::ArrayView& x = find("x");
+  if (manifest_.storage == cache::StorageMode::kCompact) {
+    torch::Tensor x_in = torch::empty({frames_, tokens_, width_});
+    dequantize(x, offset_, x_in);
+    for (int64_t i = 0; i < layers_; ++i) {
+      if (i > 0) x_in = batch.x[i - 1][row];
+      dequantize(x, offset_ + i + 1, batch.x[i][row]);
+      const auto& w = qk_[static_cast<size_t>(i)];
+      auto ln = torch::layer_norm(x_in, {width_}, w[0], w[1], 1e-5);
+      batch.q[i][row].copy_(torch::linear(ln, w[2], w[3]));
+      batch.k[i][row].copy_(torch::linear(ln, w[4], w[5]));
+    }
+  } else {
+    const cache::ArrayView &q = find("q"), &k = find("k");
+    for (int64_t i = 0; i < layers_; ++i) {
+      dequantize(x, offset_ + i, batch.x[i][row]);
+      dequantize(q, offset_ + i, batch.q[i][row]);
+      dequantize(k, offset_ + i, batch.k[i][row]);
     }
   }
   batch.labels[row] = record.label;

@@ -1,13 +1,15 @@
 // Batches of decoder inputs from a feature cache (cache/cache.h): per decoder
 // layer x, q, k as float32 tensors (B, T, L, C). Handles both storage modes
 // (compact: Q/K recomputed from the stored input of each block with the frozen
-// ln_1 + q/k weights) and fp16/bf16/fp32 caches. Also the deterministic
+// ln_1 + q/k weights) and fp16/bf16/fp32 caches, and int8/fp8 ones (dequantized
+// straight into the batch). Also the deterministic
 // step-based training sampler. No augmentation: views were made at extraction.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -45,6 +47,9 @@ class FeatureConverter {
   cache::Manifest manifest_;
   std::string where_;
   int64_t layers_ = 0, offset_ = 0, frames_ = 0, tokens_ = 0, width_ = 0;
+  void fill_quantized(const cache::RecordView& record, int64_t row, FeatureBatch& batch,
+                      const std::function<const cache::ArrayView&(const char*)>& find) const;
+
   // Compact mode: per decoder layer (ln weight, ln bias, Wq, bq, Wk, bk).
   std::vector<std::array<torch::Tensor, 6>> qk_;
 };

@@ -1,7 +1,9 @@
 // The corruption catalogue (docs/ARCHITECTURE.md §8): bad magic, future version, wrong shape,
 // truncated value, flipped payload byte, duplicate key and mismatched
-// provenance on merge. Each must be an evl::Error naming the shard and key,
-// from the reader, from verify_cache, and from `evl_cache verify` (exit 1).
+// provenance on merge; for int8/fp8 records also a flipped code byte, a flipped
+// scale byte, a quantized dtype in a version-1 record and an unknown group size.
+// Each must be an evl::Error naming the shard and key, from the reader, from
+// verify_cache, and from `evl_cache verify` (exit 1).
 #include <gtest/gtest.h>
 #include <lmdb.h>
 
@@ -10,8 +12,11 @@
 #include <fstream>
 #include <functional>
 
+#include <xxhash.h>
+
 #include "cache/cache.h"
 #include "cache/cache_tools.h"
+#include "cache/quantize.h"
 #include "cache_test_util.h"
 #include "common/check.h"
 #include "tests/support/test_support.h"
@@ -35,7 +40,113 @@ std::vector<uint8_t> valid(const Manifest& m, const std::string&) {
   return encode_record(synth_record(m, 2, 1));
 }
 
+// Runs every case against a 4-clip cache of `m` whose record `key` is replaced.
+void expect_caught(const Manifest& m, const std::vector<Corruption>& cases) {
+  const std::string key = make_key(2, 1);
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    TempDir dir("corrupt");
+    write_cache(dir.str(), m, 0, 4);
+    poke(dir / kShard, key, c.value(m, key));
+
+    // The reader opens (the header scan does not hash) but refuses the record.
+    // Some corruptions are caught at open already; both must name shard and key.
+    const std::string err = error_of([&] {
+      const CacheReader reader(dir.str());
+      reader.get(key);
+    });
+    EXPECT_NE(err.find(kShard), std::string::npos) << err;
+    EXPECT_NE(err.find(key), std::string::npos) << err;
+    EXPECT_NE(err.find(c.message), std::string::npos) << err;
+
+    const VerifyReport report = verify_cache(dir.str());
+    ASSERT_EQ(report.bad.size(), 1u) << (report.bad.empty() ? "" : report.bad.back().reason);
+    EXPECT_EQ(report.bad[0].key, key);
+    EXPECT_EQ(report.bad[0].shard, kShard);
+    EXPECT_NE(report.bad[0].reason.find(c.message), std::string::npos) << report.bad[0].reason;
+    EXPECT_EQ(report.records, 8);
+
+    // The tool lists the bad key and exits 1.
+    const std::string out = dir / "verify.out";
+    const std::string cmd = std::string(EVL_TOOLS_DIR) + "/evl_cache verify '" + dir.str() +
+                            "' >'" + out + "' 2>/dev/null";
+    const int status = std::system(cmd.c_str());
+    EXPECT_EQ(WEXITSTATUS(status), 1);
+    std::ifstream in(out);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("BAD " + std::string(kShard) + " " + key), std::string::npos) << text;
+  }
+}
+
+// Where array "x"'s payload starts in an encoded record, and its layout.
+std::pair<size_t, QuantLayout> x_payload(const std::vector<uint8_t>& v) {
+  const RecordView r = decode_record(v.data(), v.size(), "test");
+  const ArrayView& x = r.array("x");
+  return {static_cast<size_t>(static_cast<const uint8_t*>(x.data) - v.data()),
+          quant_layout(x.shape)};
+}
+
+// Offset of the first array descriptor ("x", written first) in an encoded record.
+size_t first_descriptor(const std::vector<uint8_t>& v) {
+  uint32_t lens[3];
+  std::memcpy(lens, v.data() + 40, 12);
+  return 56 + lens[0] + lens[1] + lens[2];
+}
+
+// Stores a new checksum, as a writer with that bug (or a forger) would.
+void rehash(std::vector<uint8_t>& v) {
+  const uint64_t h = XXH64(v.data(), v.size() - 8, 0);
+  std::memcpy(v.data() + v.size() - 8, &h, 8);
+}
+
 }  // namespace
+
+TEST(Corruption, QuantizedRecordsAreCoveredByTheChecksum) {
+  const std::vector<Corruption> cases = {
+      {"flipped code byte", "checksum mismatch",
+       [](const Manifest& m, const std::string& k) {
+         auto v = valid(m, k);
+         v[x_payload(v).first + 5] ^= 0x10;  // codes come first
+         return v;
+       }},
+      {"flipped scale byte", "checksum mismatch",
+       [](const Manifest& m, const std::string& k) {
+         auto v = valid(m, k);
+         const auto [offset, layout] = x_payload(v);
+         v[offset + layout.scales_offset + 3] ^= 0x01;  // the second scale's high byte
+         return v;
+       }},
+      {"last scale byte", "checksum mismatch",
+       [](const Manifest& m, const std::string& k) {
+         auto v = valid(m, k);
+         const auto [offset, layout] = x_payload(v);
+         v[offset + layout.bytes - 1] ^= 0x40;
+         return v;
+       }},
+      {"quantized dtype in a version-1 record", "format version 1 does not have",
+       [](const Manifest& m, const std::string& k) {
+         auto v = valid(m, k);
+         v[4] = 1;
+         rehash(v);
+         return v;
+       }},
+      {"unknown group size", "groups of 32 channels",
+       [](const Manifest& m, const std::string& k) {
+         auto v = valid(m, k);
+         const size_t d = first_descriptor(v) + 4 + 1;  // name length, "x", then dtype
+         EXPECT_EQ(v[d], static_cast<uint8_t>(m.dtype));
+         v[d + 2] = 32;  // u16 group, little-endian
+         rehash(v);
+         return v;
+       }},
+  };
+  // (qk storage: the test caches carry no qk_weights.evl, which verify would
+  // also report for compact ones; the record layout is the same in both modes.)
+  for (const DType dtype : {DType::kI8, DType::kFP8}) {
+    SCOPED_TRACE(to_string(dtype));
+    expect_caught(tiny_manifest(StorageMode::kQK, dtype), cases);
+  }
+}
 
 TEST(Corruption, EveryCaseNamesShardAndKey) {
   const std::vector<Corruption> cases = {
@@ -45,10 +156,10 @@ TEST(Corruption, EveryCaseNamesShardAndKey) {
          v[0] = 'X';
          return v;
        }},
-      {"future version", "format version 2",
+      {"future version", "format version 3",
        [](const Manifest& m, const std::string& k) {
          auto v = valid(m, k);
-         v[4] = 2;
+         v[4] = 3;
          return v;
        }},
       {"wrong shape", "has shape",
@@ -72,41 +183,7 @@ TEST(Corruption, EveryCaseNamesShardAndKey) {
       {"key/header mismatch", "header names key",
        [](const Manifest& m, const std::string&) { return encode_record(synth_record(m, 3, 0)); }},
   };
-  const Manifest m = tiny_manifest();
-  const std::string key = make_key(2, 1);
-  for (const auto& c : cases) {
-    SCOPED_TRACE(c.name);
-    TempDir dir("corrupt");
-    write_cache(dir.str(), m, 0, 4);
-    poke(dir / kShard, key, c.value(m, key));
-
-    // The reader opens (the header scan does not hash) but refuses the record.
-    // Some corruptions are caught at open already; both must name shard and key.
-    const std::string err = error_of([&] {
-      const CacheReader reader(dir.str());
-      reader.get(key);
-    });
-    EXPECT_NE(err.find(kShard), std::string::npos) << err;
-    EXPECT_NE(err.find(key), std::string::npos) << err;
-    EXPECT_NE(err.find(c.message), std::string::npos) << err;
-
-    const VerifyReport report = verify_cache(dir.str());
-    ASSERT_EQ(report.bad.size(), 1u);
-    EXPECT_EQ(report.bad[0].key, key);
-    EXPECT_EQ(report.bad[0].shard, kShard);
-    EXPECT_NE(report.bad[0].reason.find(c.message), std::string::npos) << report.bad[0].reason;
-    EXPECT_EQ(report.records, 8);
-
-    // The tool lists the bad key and exits 1.
-    const std::string out = dir / "verify.out";
-    const std::string cmd = std::string(EVL_TOOLS_DIR) + "/evl_cache verify '" + dir.str() +
-                            "' >'" + out + "' 2>/dev/null";
-    const int status = std::system(cmd.c_str());
-    EXPECT_EQ(WEXITSTATUS(status), 1);
-    std::ifstream in(out);
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    EXPECT_NE(text.find("BAD " + std::string(kShard) + " " + key), std::string::npos) << text;
-  }
+  expect_caught(tiny_manifest(), cases);
 }
 
 TEST(Corruption, CleanCacheVerifies) {

@@ -1,7 +1,8 @@
 // FORMAT.md is enough to read the cache: tests/cache/read_record.py (python3-lmdb
 // + numpy only, its own xxh64) reads records the C++ writer made, and its header
-// fields, raw bytes and float32 values (numpy's fp16/bf16 conversion) must equal
-// what this test wrote.
+// fields, raw bytes and float32 values (numpy's fp16/bf16 conversion; for
+// int8/fp8 its own dequantization from codes and scales) must equal what this
+// test wrote and what the C++ reader returns, bit for bit.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cache/cache.h"
+#include "cache/quantize.h"
 #include "cache_test_util.h"
 #include "common/check.h"
 #include "tests/support/test_support.h"
@@ -26,10 +28,13 @@ using evl::test::slurp;
 TEST(PythonReader, ReadsWhatCppWrote) {
   for (auto [storage, dtype] :
        {std::pair{StorageMode::kQK, DType::kF16}, std::pair{StorageMode::kCompact, DType::kBF16},
-        std::pair{StorageMode::kQK, DType::kF32}}) {
+        std::pair{StorageMode::kQK, DType::kF32}, std::pair{StorageMode::kQK, DType::kI8},
+        std::pair{StorageMode::kCompact, DType::kFP8}, std::pair{StorageMode::kCompact, DType::kI8},
+        std::pair{StorageMode::kQK, DType::kFP8}}) {
     SCOPED_TRACE(to_string(storage) + " " + to_string(dtype));
     TempDir dir("python");
-    const Manifest m = tiny_manifest(storage, dtype, /*has_inputs=*/true);
+    Manifest m = tiny_manifest(storage, dtype, /*has_inputs=*/true);
+    if (is_quantized(dtype)) m.backbone.width = 160;  // groups of 64, 64 and 32 channels
     write_cache(dir.str(), m, 0, 3);
     const Record want = synth_record(m, 2, 1);
     const std::string out = dir / "py.json", dump = dir / "dump";
@@ -44,6 +49,7 @@ TEST(PythonReader, ReadsWhatCppWrote) {
     EXPECT_EQ(j["label"], want.label);
     EXPECT_EQ(j["clip_index"], 2);
     EXPECT_EQ(j["view_index"], 1);
+    EXPECT_EQ(j.contains("quantization"), is_quantized(dtype));
     ASSERT_EQ(j["arrays"].size(), want.arrays.size());
     for (const auto& [name, a] : want.arrays) {
       EXPECT_EQ(j["arrays"][name]["dtype"], to_string(a.dtype));

@@ -5,9 +5,11 @@ following cache/FORMAT.md (no evl code). Usage:
   read_record.py CACHE_DIR KEY [--dump OUT_DIR]
 
 Prints the record's header fields and array shapes as JSON on stdout. With
---dump, writes each array's raw bytes (as stored) to OUT_DIR/<name>.raw and its
-float32 values to OUT_DIR/<name>.f32. The checksum (xxh64, implemented below in
-pure Python) is always verified.
+--dump, writes each array's raw payload bytes (as stored; for int8/fp8 the codes,
+their padding and the fp16 scales) to OUT_DIR/<name>.raw and its float32 values
+(dequantized for int8/fp8) to OUT_DIR/<name>.f32. The checksum (xxh64,
+implemented below in pure Python) is always verified. Reads format versions 1
+and 2.
 """
 import json
 import os
@@ -71,12 +73,38 @@ def xxh64(data, seed=0):
     return h ^ (h >> 32)
 
 
-DTYPES = {1: np.dtype('<f2'), 2: np.dtype('<u2'), 3: np.dtype('<f4')}  # 2: bfloat16 bits
-DTYPE_NAMES = {1: 'fp16', 2: 'bf16', 3: 'fp32'}
+# Codes 4 and 5 (format version 2) are group-quantized: 1-byte codes + fp16 scales.
+DTYPES = {1: np.dtype('<f2'), 2: np.dtype('<u2'), 3: np.dtype('<f4'),  # 2: bfloat16 bits
+          4: np.dtype('i1'), 5: np.dtype('u1')}  # 4: int8 codes, 5: fp8 e4m3 codes
+DTYPE_NAMES = {1: 'fp16', 2: 'bf16', 3: 'fp32', 4: 'int8', 5: 'fp8'}
+QUANTIZED = (4, 5)
+VERSION = 2
+
+
+def e4m3_values():
+    """The 256 OCP FP8 E4M3FN values, from the bit layout S.EEEE.MMM (bias 7)."""
+    c = np.arange(256)
+    sign = np.where(c & 0x80, -1.0, 1.0)
+    e, m = (c >> 3) & 0xF, c & 7
+    v = np.where(e == 0, m / 8.0 * 2.0 ** -6, (1 + m / 8.0) * 2.0 ** (e - 7.0))
+    v = np.where((e == 15) & (m == 7), np.nan, v)
+    return (sign * v).astype(np.float32)  # every value is exact in float32
+
+
+class Quantized:
+    """A quantized array as stored: codes (shape), scales (shape[:-1] + (G,)), group."""
+
+    def __init__(self, codes, scales, group):
+        self.codes, self.scales, self.group = codes, scales, group
+        self.shape, self.dtype = codes.shape, codes.dtype
+
+    def tobytes(self):
+        return self.codes.tobytes()
 
 
 def decode(value, where):
-    """Returns (header dict, {name: (dtype code, numpy array as stored)})."""
+    """Returns (header dict, {name: (dtype code, array as stored)}): a numpy array,
+    or for int8/fp8 a Quantized (codes, scales). raw_payloads(value) gives the bytes."""
     value = bytes(value)
     if len(value) < 64:
         raise ValueError(f'{where}: truncated value')
@@ -84,8 +112,8 @@ def decode(value, where):
         raise ValueError(f'{where}: bad magic')
     version, size, label, clip, view_index, n_arrays, klen, ilen, dlen, hsize = \
         struct.unpack_from('<IQqqiIIIII', value, 4)
-    if version != 1:
-        raise ValueError(f'{where}: format version {version}, this reader knows 1')
+    if not 1 <= version <= VERSION:
+        raise ValueError(f'{where}: format version {version}, this reader knows 1..{VERSION}')
     if size != len(value):
         raise ValueError(f'{where}: value is {len(value)} bytes, header says {size}')
     if xxh64(value[:-8]) != struct.unpack_from('<Q', value, size - 8)[0]:
@@ -98,48 +126,90 @@ def decode(value, where):
     for _ in range(n_arrays):
         (nlen,) = struct.unpack_from('<I', value, pos); pos += 4
         name = value[pos:pos + nlen].decode(); pos += nlen
-        code, ndim = value[pos], value[pos + 1]; pos += 4
+        code, ndim = value[pos], value[pos + 1]
+        (group,) = struct.unpack_from('<H', value, pos + 2); pos += 4
         shape = struct.unpack_from(f'<{ndim}q', value, pos); pos += 8 * ndim
         offset, nbytes = struct.unpack_from('<QQ', value, pos); pos += 16
+        if code not in DTYPES or (code in QUANTIZED and version < 2):
+            raise ValueError(f'{where}: array {name} has dtype code {code}')
         dt = DTYPES[code]
-        if nbytes != int(np.prod(shape, dtype=np.int64)) * dt.itemsize or offset + nbytes > size - 8:
+        numel = int(np.prod(shape, dtype=np.int64))
+        if code in QUANTIZED:
+            # codes (numel bytes), zeros to the next multiple of 64, fp16 scales (rows, G)
+            if ndim == 0 or shape[-1] < 1 or group < 1:
+                raise ValueError(f'{where}: quantized array {name} has shape {shape}, group {group}')
+            groups = -(-shape[-1] // group)
+            scale_offset = -(-numel // 64) * 64
+            want = scale_offset + 2 * (numel // shape[-1]) * groups
+        else:
+            want = numel * dt.itemsize
+        if nbytes != want or offset + nbytes > size - 8:
             raise ValueError(f'{where}: array {name} has inconsistent size')
-        a = np.frombuffer(value, dtype=dt, count=nbytes // dt.itemsize, offset=offset).reshape(shape)
+        a = np.frombuffer(value, dtype=dt, count=numel, offset=offset).reshape(shape)
+        if code in QUANTIZED:
+            scales = np.frombuffer(value, dtype='<f2', count=(numel // shape[-1]) * groups,
+                                   offset=offset + scale_offset)
+            a = Quantized(a, scales.reshape(tuple(shape[:-1]) + (groups,)), group)
         arrays[name] = (code, a)
     header = dict(key=key, video_id=video_id, view=view, label=label, clip_index=clip,
                   view_index=view_index)
     return header, arrays
 
 
+def raw_payloads(value):
+    """{name: the array's payload bytes as stored} (descriptor offsets and sizes)."""
+    value = bytes(value)
+    n_arrays = struct.unpack_from('<I', value, 36)[0]
+    pos = 56 + sum(struct.unpack_from('<III', value, 40))
+    out = {}
+    for _ in range(n_arrays):
+        (nlen,) = struct.unpack_from('<I', value, pos); pos += 4
+        name = value[pos:pos + nlen].decode(); pos += nlen
+        ndim = value[pos + 1]; pos += 4 + 8 * ndim
+        offset, nbytes = struct.unpack_from('<QQ', value, pos); pos += 16
+        out[name] = value[offset:offset + nbytes]
+    return out
+
+
 def to_float32(code, a):
     if code == 2:
         return (a.astype(np.uint32) << 16).view(np.float32)
+    if code in QUANTIZED:
+        # x = float32(code value) * float32(scale): one float32 multiply per value.
+        codes = a.codes.astype(np.float32) if code == 4 else e4m3_values()[a.codes]
+        scales = np.repeat(a.scales.astype(np.float32), a.group, axis=-1)[..., :a.shape[-1]]
+        return codes * scales
     return a.astype(np.float32)
 
 
-def read(cache_dir, key):
+def read(cache_dir, key, with_raw=False):
     manifest = json.load(open(os.path.join(cache_dir, 'manifest.json')))
     for shard in manifest['shards']:
         path = os.path.join(cache_dir, shard['name'])
         env = lmdb.open(path, readonly=True, lock=False, subdir=True)
         with env.begin() as txn:
             value = txn.get(key.encode())
+            value = None if value is None else bytes(value)
         env.close()
         if value is not None:
-            return manifest, decode(value, f"cache shard '{path}': record '{key}'")
+            decoded = decode(value, f"cache shard '{path}': record '{key}'")
+            return (manifest, decoded, raw_payloads(value)) if with_raw else (manifest, decoded)
     raise KeyError(f'{cache_dir}: no record {key}')
 
 
 def main():
     cache_dir, key = sys.argv[1], sys.argv[2]
     dump = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == '--dump' else None
-    manifest, (header, arrays) = read(cache_dir, key)
+    manifest, (header, arrays), raw = read(cache_dir, key, with_raw=True)
     out = dict(header, storage=manifest['storage'], dtype=manifest['dtype'],
                arrays={n: dict(dtype=DTYPE_NAMES[c], shape=list(a.shape)) for n, (c, a) in arrays.items()})
+    if 'quantization' in manifest:
+        out['quantization'] = manifest['quantization']
     if dump:
         os.makedirs(dump, exist_ok=True)
         for name, (code, a) in arrays.items():
-            a.tofile(os.path.join(dump, name + '.raw'))
+            with open(os.path.join(dump, name + '.raw'), 'wb') as f:
+                f.write(raw[name])
             to_float32(code, a).tofile(os.path.join(dump, name + '.f32'))
     print(json.dumps(out, sort_keys=True))
 

@@ -1,14 +1,18 @@
 // Record encoding, dtype conversions, keys and the manifest: round trips in
-// every storage mode x dtype through a real shard, conversions against the
-// compiler's _Float16 and a brute-force nearest-bf16 oracle, manifest checks.
+// every storage mode x dtype through a real shard (int8/fp8 within the scheme's
+// bound from each group's scale, with outlier channels and zero groups),
+// conversions against the compiler's _Float16 and a brute-force nearest-bf16
+// oracle, manifest checks.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 
 #include "cache/cache.h"
+#include "cache/quantize.h"
 #include "cache_test_util.h"
 #include "common/check.h"
+#include "tests/support/quant_reference.h"
 
 using namespace evl::cache;
 using namespace evl::cache::testing;
@@ -156,12 +160,18 @@ TEST_P(RoundTrip, WriteThenReadIsBitExact) {
       EXPECT_EQ(std::memcmp(x.data, want.array("x").bytes.data(), x.nbytes()), 0);
     });
   }
-  // Values survive the dtype: fp32 exactly, fp16/bf16 within their rounding.
+  // Values survive the dtype: fp32 exactly, fp16/bf16 within their rounding,
+  // int8/fp8 within the scheme's bound from each group's scale.
   const Record r0 = reader.get(make_key(1, 1));
   const auto& x = r0.array("x");
   std::vector<float> back(static_cast<size_t>(x.numel()));
   to_float32(ArrayView{x.dtype, x.shape, x.bytes.data()}, back.data());
   const auto src = synth_values(1 * 1000 + 1 * 10 + 1, back.size());
+  if (is_quantized(dtype)) {
+    EXPECT_EQ(back, evl::test::reference_dequantize(x));
+    EXPECT_EQ(evl::test::check_within_bound(x, src.data()), "");
+    return;
+  }
   const double tol = dtype == DType::kF32 ? 0 : dtype == DType::kF16 ? 1.0 / 1024 : 1.0 / 128;
   for (size_t i = 0; i < back.size(); ++i) ASSERT_LE(std::fabs(back[i] - src[i]), 2 * tol);
 }
@@ -169,7 +179,115 @@ TEST_P(RoundTrip, WriteThenReadIsBitExact) {
 INSTANTIATE_TEST_SUITE_P(
     AllModesAndDtypes, RoundTrip,
     ::testing::Combine(::testing::Values(StorageMode::kQK, StorageMode::kCompact),
-                       ::testing::Values(DType::kF16, DType::kBF16, DType::kF32)));
+                       ::testing::Values(DType::kF16, DType::kBF16, DType::kF32, DType::kI8,
+                                         DType::kFP8)));
+
+// Features with what stresses a per-group absmax scale: per record, rows
+// (tokens) with one channel 100x the rest, rows whose second group is all
+// zeros, all-zero rows, and C = 160 = 64 + 64 + 32 (a short last group).
+Record outlier_record(const Manifest& m, int64_t clip, int32_t view,
+                      std::vector<std::vector<float>>& features) {
+  Record r;
+  r.key = make_key(clip, view);
+  r.video_id = "v" + std::to_string(clip);
+  r.clip_index = clip;
+  r.view_index = view;
+  features.clear();
+  uint64_t salt = 1;
+  for (const auto& [name, shape] : expected_arrays(m)) {
+    int64_t n = 1;
+    for (auto d : shape) n *= d;
+    auto v = synth_values(clip * 100 + view * 10 + salt++, static_cast<size_t>(n));
+    const int64_t c = shape.back();
+    for (int64_t row = 0; row < n / c; ++row) {
+      float* p = v.data() + row * c;
+      if (row % 4 == 0) p[(row * 7) % c] *= 100.0f;
+      if (row % 4 == 1)
+        for (int64_t i = 64; i < std::min<int64_t>(128, c); ++i) p[i] = 0.0f;
+      if (row % 4 == 2)
+        for (int64_t i = 0; i < c; ++i) p[i] = 0.0f;
+    }
+    const DType dt = name == "inputs" ? DType::kF32 : m.dtype;
+    r.arrays.emplace_back(name, make_array(dt, shape, v.data(), v.size()));
+    features.push_back(std::move(v));
+  }
+  return r;
+}
+
+class QuantizedRoundTrip : public ::testing::TestWithParam<std::tuple<StorageMode, DType>> {};
+
+TEST_P(QuantizedRoundTrip, ReadValuesAreWithinEachGroupsBound) {
+  const auto [storage, dtype] = GetParam();
+  Manifest m = tiny_manifest(storage, dtype, /*has_inputs=*/true);
+  m.backbone.width = 160;
+  TempDir dir("quant_roundtrip");
+  std::vector<std::vector<std::vector<float>>> features;  // per record, per array
+  {
+    ShardWriter w(dir.str() + "/features-00000-of-00001", 3);
+    for (int64_t clip = 0; clip < 3; ++clip)
+      for (int32_t view = 0; view < 2; ++view) {
+        features.emplace_back();
+        w.put(outlier_record(m, clip, view, features.back()));
+      }
+  }
+  m.shards.push_back({"features-00000-of-00001", 6});
+  m.num_clips = 3;
+  m.save(dir.str());
+  const Manifest back = Manifest::load(dir.str());
+  EXPECT_EQ(back.dtype, dtype);
+  EXPECT_NE(back.to_json().find("\"scheme\": \"absmax-symmetric\""), std::string::npos);
+
+  const CacheReader reader(dir.str());
+  ASSERT_EQ(reader.size(), 6);
+  for (int64_t i = 0; i < reader.size(); ++i) {
+    const Record r = reader.get(i);
+    ASSERT_EQ(r.arrays.size(), features[static_cast<size_t>(i)].size());
+    for (size_t a = 0; a < r.arrays.size(); ++a) {
+      const auto& [name, arr] = r.arrays[a];
+      const auto& want = features[static_cast<size_t>(i)][a];
+      std::vector<float> got(want.size());
+      reader.with_record(i, [&](const RecordView& v) { to_float32(v.array(name), got.data()); });
+      if (name == "inputs") {
+        EXPECT_EQ(got, want);
+        continue;
+      }
+      EXPECT_EQ(arr.dtype, dtype);
+      EXPECT_EQ(arr.shape.back(), 160);
+      // The reader's values (zero-copy, from the map) are the spec's decode of
+      // the stored bytes, and within each group's bound of the features.
+      EXPECT_EQ(got, evl::test::reference_dequantize(arr)) << r.key << " " << name;
+      EXPECT_EQ(evl::test::check_within_bound(arr, want.data()), "") << r.key << " " << name;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Int8AndFp8, QuantizedRoundTrip,
+                         ::testing::Combine(::testing::Values(StorageMode::kQK,
+                                                              StorageMode::kCompact),
+                                            ::testing::Values(DType::kI8, DType::kFP8)));
+
+TEST(Manifest, QuantizationIsRecordedAndChecked) {
+  Manifest m = tiny_manifest(StorageMode::kQK, DType::kI8);
+  const std::string text = m.to_json();
+  EXPECT_NE(text.find("\"quantization\""), std::string::npos) << text;
+  EXPECT_EQ(Manifest::from_json(text, "m.json").to_json(), text);
+  EXPECT_EQ(tiny_manifest().to_json().find("quantization"), std::string::npos);
+  std::string other = text;
+  other.replace(other.find("\"group\": 64"), 11, "\"group\": 32");
+  expect_error_contains([&] { Manifest::from_json(other, "m.json"); },
+                        {"m.json quantization", "group 32", "not supported"});
+  std::string missing = text;
+  missing.replace(missing.find("\"quantization\""), 14, "\"quantisation\"");
+  expect_error_contains([&] { Manifest::from_json(missing, "m.json"); },
+                        {"m.json", "'quantization'"});
+  std::string v1 = text;
+  v1.replace(v1.find("\"format_version\": 2"), 19, "\"format_version\": 1");
+  expect_error_contains([&] { Manifest::from_json(v1, "m.json"); },
+                        {"m.json", "'int8' needs format version 2"});
+  EXPECT_EQ(parse_dtype("fp8"), DType::kFP8);
+  EXPECT_EQ(parse_dtype("int8"), DType::kI8);
+  EXPECT_THROW(parse_dtype("int4"), evl::UsageError);
+}
 
 TEST(Manifest, JsonRoundTripAndStrictParsing) {
   Manifest m = tiny_manifest(StorageMode::kCompact, DType::kBF16, true);
@@ -179,7 +297,7 @@ TEST(Manifest, JsonRoundTripAndStrictParsing) {
   EXPECT_NO_THROW(check_matches(m, back, "m.json"));
 
   std::string future = m.to_json();
-  future.replace(future.find("\"format_version\": 1"), 19, "\"format_version\": 9");
+  future.replace(future.find("\"format_version\": 2"), 19, "\"format_version\": 9");
   expect_error_contains([&] { Manifest::from_json(future, "m.json"); },
                         {"m.json", "format version 9", "upgrade"});
   std::string missing = m.to_json();

@@ -20,6 +20,7 @@
 
 #include "cache/cache.h"
 #include "evaluate/scores.h"
+#include "tests/support/quant_reference.h"
 #include "tests/support/rounding_budget.h"
 #include "tests/support/test_support.h"
 #include "tests/support/torch_support.h"
@@ -44,14 +45,26 @@ c10::Dict<c10::IValue, c10::IValue> head_reference() {
 }
 
 // A qk cache of one clip per entry of `views` ((x, q, k) per view, each
-// (M, T, L, C)) with a manifest describing those shapes.
+// (M, T, L, C)) with a manifest describing those shapes, stored as `dtype`;
+// with `as_read`, float32 arrays holding what a reader of an int8/fp8 cache
+// gets (FORMAT.md's decode of the codes and scales, tests/support/quant_reference.h).
 struct SyntheticClip {
   std::string id;
   int64_t label = -1;
   std::vector<std::array<torch::Tensor, 3>> views;
 };
 
-void write_cache(const fs::path& dir, const std::vector<SyntheticClip>& clips, int64_t heads) {
+void write_cache(const fs::path& dir, const std::vector<SyntheticClip>& clips, int64_t heads,
+                 cache::DType dtype = cache::DType::kF32, bool as_read = false) {
+  auto array = [&](const torch::Tensor& t) {
+    if (dtype == cache::DType::kF32) return test::f32_array(t);
+    const auto c = t.to(torch::kFloat).contiguous();
+    cache::Array a = cache::make_array(dtype, c.sizes().vec(), c.data_ptr<float>(),
+                                       static_cast<size_t>(c.numel()));
+    if (!as_read) return a;
+    const auto v = test::reference_dequantize(a);
+    return cache::make_array(cache::DType::kF32, a.shape, v.data(), v.size());
+  };
   fs::create_directories(dir);
   const std::string shard = cache::shard_name(0, 1);
   const auto& first = clips.at(0).views.at(0)[0];  // (M, T, L, C)
@@ -66,9 +79,9 @@ void write_cache(const fs::path& dir, const std::vector<SyntheticClip>& clips, i
         r.key = cache::make_key(r.clip_index, r.view_index);
         r.video_id = clips[c].id;
         r.label = clips[c].label;
-        r.arrays = {{"x", test::f32_array(clips[c].views[v][0])},
-                    {"q", test::f32_array(clips[c].views[v][1])},
-                    {"k", test::f32_array(clips[c].views[v][2])}};
+        r.arrays = {{"x", array(clips[c].views[v][0])},
+                    {"q", array(clips[c].views[v][1])},
+                    {"k", array(clips[c].views[v][2])}};
         w.put(r);
       }
   }
@@ -80,7 +93,7 @@ void write_cache(const fs::path& dir, const std::vector<SyntheticClip>& clips, i
   m.backbone.patch = 8, m.backbone.grid = grid, m.backbone.input_size = 8 * grid;
   for (int64_t i = 0; i < first.size(0); ++i) m.layers.push_back(i);
   m.storage = cache::StorageMode::kQK;
-  m.dtype = cache::DType::kF32;
+  m.dtype = as_read ? cache::DType::kF32 : dtype;
   m.frames = first.size(1);
   m.temporal_views = static_cast<int64_t>(clips[0].views.size());
   m.mean = {0.5, 0.5, 0.5}, m.std = {0.2, 0.2, 0.2};
@@ -173,6 +186,31 @@ TEST(EvlEval, OfficialCheckpointMatchesPyTorch) {
           tmp.path());
   ASSERT_EQ(r.code, 0) << r.err;
   expect_near(read_scores(bare.string()).scores, want_prob, prob_tol, "bare");
+}
+
+// int8/fp8 caches: evl_eval scores them exactly as it scores a float32 cache
+// of the values their codes and scales decode to (the same float32 head on
+// the same inputs).
+TEST(EvlEval, QuantizedCachesScoreTheirDequantizedValues) {
+  TempDir tmp("evl_eval_quantized");
+  const auto ref = head_reference();
+  const SyntheticClip clip = reference_clip(ref);
+  auto score = [&](const std::string& name, cache::DType dtype, bool as_read) {
+    write_cache(tmp.path() / name, {clip}, ref.at("heads").toInt(), dtype, as_read);
+    const auto out = tmp.path() / (name + ".h5");
+    const auto r =
+        run(tool("evl_eval") + " --cache '" + (tmp.path() / name).string() + "' --checkpoint '" +
+                kOfficial + "' --scores '" + out.string() + "' --batch-size 2",
+            tmp.path());
+    EXPECT_EQ(r.code, 0) << r.err;
+    return read_scores(out.string()).scores;
+  };
+  for (const auto dtype : {cache::DType::kI8, cache::DType::kFP8}) {
+    const std::string n = cache::to_string(dtype);
+    const auto got = score(n, dtype, false), want = score(n + "_as_read", dtype, true);
+    ASSERT_EQ(got.size(), 5u);  // one video, 5 classes
+    EXPECT_EQ(got, want) << n;
+  }
 }
 
 // (d) Caches that do not fit the head are refused, naming the field.

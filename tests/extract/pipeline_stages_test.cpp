@@ -2,13 +2,19 @@
 // oracles that do not go through them: the list order and group arithmetic
 // written out, a direct ClipVision forward over the same images (for the
 // regrouping of features per clip, view and block), the failures file and the
-// records read back with CacheReader.
+// records read back with CacheReader; with --dtype int8/fp8 a clip whose
+// features hold a NaN fails with its reason instead of being stored.
 #include "extract/pipeline_stages.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
 #include "cache/cache.h"
 #include "extract/features.h"
+#include "tests/support/quant_reference.h"
 #include "tests/support/test_support.h"
 
 namespace evl {
@@ -139,6 +145,61 @@ TEST_F(Stages, WriteRecordsGoodClipsListsFailuresAndStopsPastTheLimit) {
     EXPECT_EQ(r.label, 0);
     EXPECT_EQ(r.array("x").shape, (std::vector<int64_t>{2, 3, 17, 32}));  // (M, T, L, C)
   });
+}
+
+TEST_F(Stages, QuantizedStorageFailsAClipWithNonFiniteFeatures) {
+  for (const std::string dtype : {"int8", "fp8"})
+    for (const std::string store : {"qk", "compact"}) {
+      SCOPED_TRACE(dtype + " " + store);
+      ExtractConfig cfg = config("nan_" + dtype + "_" + store);
+      cfg.views.dtype = dtype;
+      cfg.store = store;
+      ExtractionJob job(cfg);
+      auto batch = std::make_unique<Batch>();
+      for (int i = 0; i < 2; ++i) {
+        auto w = job.emit();
+        job.decode(*w);
+        batch->push_back(std::move(w));
+      }
+      job.forward(*batch);
+      // A NaN in one value of clip 1 (one block, one view, one token, one channel).
+      auto& f = (*batch)[1]->features;
+      ASSERT_FALSE(f.x.empty());
+      torch::Tensor poisoned = f.x.back().clone();  // (features are inference tensors)
+      poisoned[1][2][3][4] = std::numeric_limits<float>::quiet_NaN();
+      f.x.back() = poisoned;
+      const torch::Tensor clip0 = (*batch)[0]->features.x.back().clone();  // (V, T, L, C)
+      EXPECT_EQ(job.write(*batch), "");  // --max-failures -1 (default): not fatal
+      job.finish(false);
+
+      const std::string failures = test::slurp(fs::path(cfg.out) / "failures.tsv");
+      EXPECT_EQ(failures.rfind("v1.mkv\t2\tnon-finite features (1 NaN, 0 inf in ", 0), 0u)
+          << failures;
+      EXPECT_NE(failures.find(dtype + " storage cannot represent them (x of block 2)"),
+                std::string::npos)
+          << failures;
+      EXPECT_EQ(std::count(failures.begin(), failures.end(), '\n'), 1);
+      // Clip 0 was stored quantized, within the scheme's bound of its features.
+      const cache::CacheReader reader(cfg.out);
+      EXPECT_EQ(reader.keys(), (std::vector<std::string>{"0000000000/000", "0000000000/001"}));
+      EXPECT_EQ(cache::to_string(reader.manifest().dtype), dtype);
+      const cache::Record r = reader.get("0000000000/001");
+      const cache::Array& x = r.array("x");
+      EXPECT_EQ(cache::to_string(x.dtype), dtype);
+      const torch::Tensor want = clip0[1].contiguous();  // view 1, the last stored block
+      const int64_t per_block = want.numel();
+      const int64_t blocks = x.shape[0];
+      cache::Array last{x.dtype, {x.shape.begin() + 1, x.shape.end()}, {}};
+      // The last block of the record, cut out of the payload per FORMAT.md.
+      const auto parts = test::split_quantized(x.shape, x.bytes.data());
+      const size_t codes = static_cast<size_t>(per_block),
+                   scales = static_cast<size_t>(per_block / x.shape.back() * parts.groups);
+      last.bytes.assign((codes + 63) / 64 * 64 + 2 * scales, 0);
+      std::memcpy(last.bytes.data(), parts.codes + (blocks - 1) * per_block, codes);
+      std::memcpy(last.bytes.data() + (codes + 63) / 64 * 64,
+                  parts.scales.data() + (blocks - 1) * scales, 2 * scales);
+      EXPECT_EQ(test::check_within_bound(last, want.data_ptr<float>()), "");
+    }
 }
 
 TEST_F(Stages, PlanSkipsWhatARunCommitted) {

@@ -2,7 +2,8 @@
 // generated motion dataset, the real videos in shared/, and broken files, with
 // the tiny CLIP-shaped backbone fixture. References are independent of the
 // pipeline: a direct backbone forward on the stored preprocessed inputs, the
-// same job run serially / unsharded, and LMDB's own view after kill -9.
+// same job run serially / unsharded, an fp32 extraction for int8/fp8 ones, and
+// LMDB's own view after kill -9.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -22,6 +23,7 @@
 #include "cache/cache.h"
 #include "extract/clip_vit.h"
 #include "extract/weights.h"
+#include "tests/support/quant_reference.h"
 #include "tests/support/rounding_budget.h"
 #include "tests/support/test_support.h"
 #include "tests/support/torch_support.h"
@@ -179,6 +181,48 @@ TEST_F(ExtractTest, CompactModeQKMatchesStoredQK) {
       EXPECT_TRUE(torch::equal(xc[m + 1], f32_tensor(ra.array("x"))[m])) << ra.key;
     }
   }
+}
+
+// --dtype int8 / fp8 through the executable, both storage modes: the same
+// list and batches as an fp32 extraction compute the same float32 features, so
+// every stored value must be within the scheme's bound (from its group's scale,
+// tests/support/quant_reference.h) of the fp32 cache's; the tools read them.
+TEST_F(ExtractTest, QuantizedCachesHoldTheFp32FeaturesWithinTheirBound) {
+  const fs::path ref = root_ / "q_ref", ref_compact = root_ / "q_ref_compact";
+  ASSERT_EQ(extract(ref, "--dtype fp32 --threads 1"), 0) << slurp(ref.string() + ".log");
+  ASSERT_EQ(extract(ref_compact, "--dtype fp32 --threads 1 --store compact"), 0);
+  for (const std::string dtype : {"int8", "fp8"})
+    for (const std::string store : {"qk", "compact"}) {
+      SCOPED_TRACE(dtype + " " + store);
+      const fs::path out = root_ / ("q_" + dtype + "_" + store);
+      ASSERT_EQ(extract(out, "--dtype " + dtype + " --threads 1 --store " + store), 0)
+          << slurp(out.string() + ".log");
+      EXPECT_EQ(sh(kCacheTool + " verify " + out.string() + " >/dev/null 2>&1"), 0);
+      const std::string info = out.string() + ".info";
+      EXPECT_EQ(sh(kCacheTool + " info " + out.string() + " >" + info), 0);
+      EXPECT_NE(slurp(info).find(dtype + " (absmax-symmetric"), std::string::npos) << slurp(info);
+      EXPECT_EQ(sh(kCacheTool + " export " + out.string() + " --h5 " + out.string() +
+                   ".h5 --limit 3 >/dev/null 2>&1"),
+                0);
+      evl::cache::CacheReader q(out.string()), f((store == "qk" ? ref : ref_compact).string());
+      ASSERT_EQ(q.size(), f.size());
+      for (int64_t i = 0; i < q.size(); ++i) {
+        const auto rq = q.get(i), rf = f.get(i);
+        for (const auto& [name, a] : rq.arrays) {
+          EXPECT_EQ(evl::cache::to_string(a.dtype), dtype);
+          const auto& want = rf.array(name);
+          ASSERT_EQ(want.shape, a.shape);
+          EXPECT_EQ(
+              evl::test::check_within_bound(a, reinterpret_cast<const float*>(want.bytes.data())),
+              "")
+              << rq.key << " " << name;
+        }
+      }
+    }
+  // Usage errors name the flag.
+  const fs::path bad = root_ / "q_bad";
+  EXPECT_EQ(extract(bad, "--dtype int4"), 2);
+  EXPECT_NE(slurp(bad.string() + ".log").find("--dtype"), std::string::npos);
 }
 
 TEST_F(ExtractTest, BrokenVideosAreRecordedAndSkipped) {

@@ -203,6 +203,36 @@ TEST_F(OnlineDatasetTest, StorageDtypeRoundingIsTheCaches) {
   EXPECT_LE(fp16_steps(b.x[0], h.x[0]), 9.0);  // half a bf16 step + half an fp16 step
 }
 
+// int8/fp8: the online source quantizes and dequantizes each (V, T, L, C) chunk
+// exactly as the extraction stores the record, so in the extraction's batches
+// the loaded features are bit-identical to the cache's. (Other batch shapes
+// can flip a code where GEMM noise crosses a rounding boundary; that is the
+// fp16/bf16 case above, with a bound of a code step instead of a dtype step.)
+TEST_F(OnlineDatasetTest, QuantizedStorageIsTheCaches) {
+  for (const std::string dtype : {"int8", "fp8"}) {
+    SCOPED_TRACE(dtype);
+    OnlineConfig cfg = base_config();
+    cfg.views.dtype = dtype;
+    cfg.views.train_views = 2;
+    const OnlineDataset online(cfg, cfg.list, OnlineDataset::Views::kTrain, 4, 0, backbone_);
+    const CachedDataset cached(extract(online, dtype + "-cache").string(), 0);
+    EXPECT_EQ(cache::to_string(cached.manifest().dtype), dtype);
+    EXPECT_EQ(provenance(online.manifest()), provenance(cached.manifest()));
+    const int64_t k = online.views_per_clip();
+    const int64_t group = std::max<int64_t>(1, online.extract_config().batch_size / k) * k;
+    for (int64_t start = 0; start < online.size(); start += group) {
+      std::vector<int64_t> items;
+      for (int64_t i = start; i < std::min(online.size(), start + group); ++i) items.push_back(i);
+      const FeatureBatch a = online.load(items), b = cached.load(items);
+      for (int64_t m = 0; m < online.layers(); ++m) {
+        EXPECT_TRUE(torch::equal(a.x[m], b.x[m])) << "items from " << start << " layer " << m;
+        EXPECT_TRUE(torch::equal(a.q[m], b.q[m])) << "items from " << start << " layer " << m;
+        EXPECT_TRUE(torch::equal(a.k[m], b.k[m])) << "items from " << start << " layer " << m;
+      }
+    }
+  }
+}
+
 TEST_F(OnlineDatasetTest, ShortTrainingRunGivesTheCachedLosses) {
   const OnlineConfig cfg = base_config();
   const OnlineDataset train(cfg, cfg.list, OnlineDataset::Views::kTrain, 11, 0, backbone_);

@@ -1,0 +1,252 @@
+// The absmax-symmetric group codec of quantize.h and the E4M3FN scalar codec.
+// Rounding to an integer uses the 1.5 * 2^23 trick (exact round-to-nearest-even
+// for |v| < 2^22 under the default rounding mode), which vectorises where
+// std::nearbyint would be a libm call on baseline x86-64. No -ffast-math here:
+// the trick and the bit-exact results depend on IEEE float32 arithmetic.
+#include "cache/quantize.h"
+
+#include <algorithm>
+#include <array>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#include "common/check.h"
+
+namespace evl::cache {
+
+namespace {
+
+constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23
+constexpr uint16_t kHalfInf = 0x7c00;
+
+size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+float code_max(DType dtype) { return dtype == DType::kI8 ? kInt8Max : kFp8Max; }
+
+// float32 -> E4M3FN bits (see quantize.h for the rules).
+inline uint8_t e4m3_encode(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const auto sign = static_cast<uint8_t>((x >> 24) & 0x80);
+  const uint32_t abs = x & 0x7fffffffu;
+  if (abs > 0x7f800000u) return sign | 0x7f;   // NaN
+  if (abs >= 0x43e00000u) return sign | 0x7e;  // >= 448 (1.75 * 2^8), inf: saturate
+  if (abs < 0x3c800000u) {                     // < 2^-6: subnormal codes, steps of 2^-9
+    float a;
+    std::memcpy(&a, &abs, 4);
+    a = (a * 512.0f + kRoundMagic) - kRoundMagic;  // 0..8; 8 is 2^-6, the smallest normal
+    return sign | static_cast<uint8_t>(a);
+  }
+  // Normal: keep 3 mantissa bits, the 20 dropped ones rounded to nearest even (a
+  // carry into the exponent is the right result), then rebias 127 -> 7.
+  const uint32_t r = (abs + 0x7ffffu + ((abs >> 20) & 1u)) >> 20;
+  return sign | static_cast<uint8_t>(r - ((127u - 7u) << 3));
+}
+
+inline float e4m3_decode_scalar(uint8_t c) {
+  const uint32_t sign = uint32_t(c & 0x80) << 24;
+  const uint32_t e = (c >> 3) & 0xfu, m = c & 7u;
+  uint32_t bits;
+  if (e == 15 && m == 7) {
+    bits = sign | 0x7fc00000u;  // NaN
+  } else if (e == 0) {
+    float v = static_cast<float>(m) * (1.0f / 512.0f);  // m * 2^-9, exact
+    std::memcpy(&bits, &v, 4);
+    bits |= sign;
+  } else {
+    bits = sign | ((e + 120u) << 23) | (m << 20);  // (1 + m/8) * 2^(e-7)
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+const std::array<float, 256>& e4m3_table() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int c = 0; c < 256; ++c) t[c] = e4m3_decode_scalar(static_cast<uint8_t>(c));
+    return t;
+  }();
+  return table;
+}
+
+std::string show(float v) {
+  std::ostringstream os;
+  os.precision(9);
+  os << v;
+  return os.str();
+}
+
+// Encodes one row; returns false (nothing meaningful written) on a NaN/inf or a
+// scale that does not fit fp16.
+template <DType kDType>
+bool quantize_row(const float* x, int64_t width, uint8_t* q, uint16_t* s) {
+  constexpr float kMax = kDType == DType::kI8 ? kInt8Max : kFp8Max;
+  for (int64_t c0 = 0, g = 0; c0 < width; c0 += kQuantGroup, ++g) {
+    const int64_t n = std::min(kQuantGroup, width - c0);
+    const float* xg = x + c0;
+    uint8_t* qg = q + c0;
+    float amax = 0.0f;
+    bool finite = true;
+    for (int64_t i = 0; i < n; ++i) {
+      const float a = std::fabs(xg[i]);
+      amax = a > amax ? a : amax;
+      finite &= (a <= FLT_MAX);  // false for NaN and inf
+    }
+    if (!finite) return false;
+    const uint16_t sh = float_to_half_up(amax / kMax);
+    if (sh >= kHalfInf) return false;
+    s[g] = sh;
+    const float scale = half_to_float(sh);
+    if (scale == 0.0f) {
+      std::memset(qg, 0, static_cast<size_t>(n));
+      continue;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = xg[i] / scale;
+      if constexpr (kDType == DType::kI8) {
+        float r = (v + kRoundMagic) - kRoundMagic;
+        r = std::min(std::max(r, -kInt8Max), kInt8Max);
+        qg[i] = static_cast<uint8_t>(static_cast<int32_t>(r));
+      } else {
+        qg[i] = e4m3_encode(v);
+      }
+    }
+  }
+  return true;
+}
+
+template <DType kDType>
+void dequantize_row(const uint8_t* q, const uint16_t* s, int64_t width, float* out) {
+  const float* table = e4m3_table().data();
+  for (int64_t c0 = 0, g = 0; c0 < width; c0 += kQuantGroup, ++g) {
+    const int64_t n = std::min(kQuantGroup, width - c0);
+    const float scale = half_to_float(s[g]);
+    const uint8_t* qg = q + c0;
+    float* og = out + c0;
+    for (int64_t i = 0; i < n; ++i) {
+      if constexpr (kDType == DType::kI8)
+        og[i] = static_cast<float>(static_cast<int8_t>(qg[i])) * scale;
+      else
+        og[i] = table[qg[i]] * scale;
+    }
+  }
+}
+
+void check_quantized(DType dtype, const char* what) {
+  EVL_CHECK(is_quantized(dtype), what, ": dtype ", to_string(dtype), " is not quantized");
+}
+
+}  // namespace
+
+bool is_quantized(DType dtype) { return dtype == DType::kI8 || dtype == DType::kFP8; }
+
+QuantLayout quant_layout(const std::vector<int64_t>& shape) {
+  EVL_CHECK(!shape.empty() && shape.back() >= 1,
+            "a quantized array needs a last (channel) axis of at least 1, got ", shape.size(),
+            " dims", shape.empty() ? "" : " ending in " + std::to_string(shape.back()));
+  QuantLayout l;
+  int64_t numel = 1;
+  for (const int64_t d : shape) numel *= d;
+  l.width = shape.back();
+  l.rows = numel / l.width;
+  l.groups = (l.width + kQuantGroup - 1) / kQuantGroup;
+  l.scales_offset = align64(static_cast<size_t>(numel));
+  l.bytes = l.scales_offset + 2 * static_cast<size_t>(l.rows * l.groups);
+  return l;
+}
+
+uint16_t float_to_half_up(float f) {
+  uint16_t h = float_to_half(f);
+  if (half_to_float(h) < f) ++h;  // positive: the next fp16 up (0x7bff + 1 is +inf)
+  return h;
+}
+
+void quantize(DType dtype, const float* x, int64_t rows, int64_t width, uint8_t* codes,
+              uint16_t* scales) {
+  check_quantized(dtype, "quantize");
+  const int64_t groups = (width + kQuantGroup - 1) / kQuantGroup;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * width;
+    const bool ok =
+        dtype == DType::kI8
+            ? quantize_row<DType::kI8>(xr, width, codes + r * width, scales + r * groups)
+            : quantize_row<DType::kFP8>(xr, width, codes + r * width, scales + r * groups);
+    if (!ok) {
+      const std::string why = quantization_problem(dtype, x, static_cast<size_t>(rows * width));
+      EVL_THROW(Error, why.empty() ? "internal: quantize refused a row" : why);
+    }
+  }
+}
+
+void dequantize(DType dtype, const uint8_t* codes, const uint16_t* scales, int64_t rows,
+                int64_t width, float* out) {
+  check_quantized(dtype, "dequantize");
+  const int64_t groups = (width + kQuantGroup - 1) / kQuantGroup;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (dtype == DType::kI8)
+      dequantize_row<DType::kI8>(codes + r * width, scales + r * groups, width, out + r * width);
+    else
+      dequantize_row<DType::kFP8>(codes + r * width, scales + r * groups, width, out + r * width);
+  }
+}
+
+void dequantize_rows(const ArrayView& view, int64_t first_row, int64_t count, float* out) {
+  check_quantized(view.dtype, "dequantize_rows");
+  const QuantLayout l = quant_layout(view.shape);
+  EVL_CHECK(first_row >= 0 && count >= 0 && first_row + count <= l.rows, "dequantize_rows: rows [",
+            first_row, ", ", first_row + count, ") outside the array's ", l.rows, " rows");
+  const auto* base = static_cast<const uint8_t*>(view.data);
+  const uint8_t* scale_bytes =
+      base + l.scales_offset + 2 * static_cast<size_t>(first_row * l.groups);
+  // Payloads are 16-byte aligned in LMDB's map and in an Array's buffer, so the
+  // fp16 scales can be read in place; an odd address (a caller's buffer) is copied.
+  std::vector<uint16_t> copy;
+  const auto* scales = reinterpret_cast<const uint16_t*>(scale_bytes);
+  if (reinterpret_cast<uintptr_t>(scale_bytes) % alignof(uint16_t) != 0) {
+    copy.resize(static_cast<size_t>(count * l.groups));
+    std::memcpy(copy.data(), scale_bytes, copy.size() * 2);
+    scales = copy.data();
+  }
+  dequantize(view.dtype, base + first_row * l.width, scales, count, l.width, out);
+}
+
+void quantize_roundtrip(DType dtype, const float* x, int64_t rows, int64_t width, float* out) {
+  check_quantized(dtype, "quantize_roundtrip");
+  const int64_t groups = (width + kQuantGroup - 1) / kQuantGroup;
+  std::vector<uint8_t> codes(static_cast<size_t>(width));
+  std::vector<uint16_t> scales(static_cast<size_t>(groups));
+  for (int64_t r = 0; r < rows; ++r) {  // row by row: no full-size temporary
+    quantize(dtype, x + r * width, 1, width, codes.data(), scales.data());
+    dequantize(dtype, codes.data(), scales.data(), 1, width, out + r * width);
+  }
+}
+
+std::string quantization_problem(DType dtype, const float* x, size_t n) {
+  if (!is_quantized(dtype)) return "";
+  size_t nan = 0, inf = 0;
+  float amax = 0.0f;
+  for (size_t i = 0; i < n; ++i) {
+    const float a = std::fabs(x[i]);
+    nan += std::isnan(a);
+    inf += std::isinf(a);
+    if (a <= FLT_MAX) amax = std::max(amax, a);
+  }
+  if (nan || inf)
+    return "non-finite features (" + std::to_string(nan) + " NaN, " + std::to_string(inf) +
+           " inf in " + std::to_string(n) + " values): " + to_string(dtype) +
+           " storage cannot represent them";
+  const float limit = 65504.0f * code_max(dtype);
+  if (float_to_half_up(amax / code_max(dtype)) >= kHalfInf)
+    return "features out of range (max |x| = " + show(amax) + "): " + to_string(dtype) +
+           " storage with fp16 scales holds |x| <= " + show(limit);
+  return "";
+}
+
+float fp8_e4m3_to_float(uint8_t code) { return e4m3_table()[code]; }
+
+uint8_t float_to_fp8_e4m3(float f) { return e4m3_encode(f); }
+
+}  // namespace evl::cache

@@ -1,0 +1,110 @@
+// An independent reading of int8/fp8 cache arrays (cache/FORMAT.md "Quantized
+// arrays"), for tests: E4M3FN values from the bit layout, binary16 through the
+// compiler's _Float16, the payload split by the spec's arithmetic, and the
+// scheme's error bound from each group's scale. No evl code beyond the Array
+// struct; header-only, no LibTorch.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cache/cache.h"
+
+namespace evl::test {
+
+// binary16 bits -> its value (the compiler's conversion, not evl's).
+inline double half_value(uint16_t bits) {
+  _Float16 h;
+  std::memcpy(&h, &bits, 2);
+  return static_cast<double>(h);
+}
+
+// OCP FP8 E4M3FN from its bit layout S.EEEE.MMM, bias 7; S.1111.111 is NaN.
+inline double ocp_e4m3(uint8_t c) {
+  const int s = c >> 7, e = (c >> 3) & 15, m = c & 7;
+  if (e == 15 && m == 7) return std::numeric_limits<double>::quiet_NaN();
+  const double mag = e == 0 ? std::ldexp(m / 8.0, -6) : std::ldexp(1.0 + m / 8.0, e - 7);
+  return s ? -mag : mag;
+}
+
+// Half the E4M3FN spacing in the binade of |v| (v finite).
+inline double e4m3_half_ulp(double v) {
+  const double a = std::fabs(v);
+  if (a < std::ldexp(1.0, -6)) return std::ldexp(1.0, -10);
+  return std::ldexp(1.0, std::ilogb(a) - 4);
+}
+
+// A quantized payload split per FORMAT.md: codes (numel bytes), then at
+// ceil(numel / 64) * 64 the fp16 scales, G = ceil(C / 64) per row of C.
+struct QuantParts {
+  int64_t rows = 0, width = 0, groups = 0;
+  const uint8_t* codes = nullptr;
+  std::vector<uint16_t> scales;  // rows * groups
+
+  double scale(int64_t row, int64_t channel) const {
+    return half_value(scales[static_cast<size_t>(row * groups + channel / 64)]);
+  }
+  double code_value(cache::DType dtype, size_t i) const {
+    return dtype == cache::DType::kI8 ? static_cast<double>(static_cast<int8_t>(codes[i]))
+                                      : ocp_e4m3(codes[i]);
+  }
+};
+
+inline QuantParts split_quantized(const std::vector<int64_t>& shape, const uint8_t* payload) {
+  QuantParts p;
+  int64_t numel = 1;
+  for (const int64_t d : shape) numel *= d;
+  p.width = shape.back();
+  p.rows = numel / p.width;
+  p.groups = (p.width + 63) / 64;
+  p.codes = payload;
+  p.scales.resize(static_cast<size_t>(p.rows * p.groups));
+  std::memcpy(p.scales.data(), payload + (numel + 63) / 64 * 64, p.scales.size() * 2);
+  return p;
+}
+
+// The float32 values a reader gets: float32(code value) * float32(scale).
+inline std::vector<float> reference_dequantize(const cache::Array& a) {
+  const QuantParts p = split_quantized(a.shape, a.bytes.data());
+  std::vector<float> out(static_cast<size_t>(p.rows * p.width));
+  for (size_t i = 0; i < out.size(); ++i) {
+    const auto r = static_cast<int64_t>(i) / p.width, c = static_cast<int64_t>(i) % p.width;
+    out[i] = static_cast<float>(p.code_value(a.dtype, i)) * static_cast<float>(p.scale(r, c));
+  }
+  return out;
+}
+
+// The scheme's bound on |x - x'| for a value x whose group has scale s: s/2
+// (int8), s * half an E4M3 ulp at |x / s| (fp8), plus float32 rounding of the
+// quotient and the product (2^-22 |x|). s == 0 only for a group of zeros.
+inline double scheme_bound(cache::DType dtype, double x, double s) {
+  if (s == 0) return 0;
+  const double q = dtype == cache::DType::kI8 ? 0.5 : e4m3_half_ulp(x / s);
+  return q * s + std::ldexp(std::fabs(x), -22);
+}
+
+// "" when every value of quantized `a` is within scheme_bound of `x` (the
+// features it was made from, numel floats), else the first violation.
+inline std::string check_within_bound(const cache::Array& a, const float* x) {
+  const QuantParts p = split_quantized(a.shape, a.bytes.data());
+  const std::vector<float> back = reference_dequantize(a);
+  for (size_t i = 0; i < back.size(); ++i) {
+    const auto r = static_cast<int64_t>(i) / p.width, c = static_cast<int64_t>(i) % p.width;
+    const double s = p.scale(r, c), err = std::fabs(static_cast<double>(back[i]) - x[i]);
+    if (!(err <= scheme_bound(a.dtype, x[i], s))) {
+      std::ostringstream os;
+      os << "value " << i << " (row " << r << ", channel " << c << "): x " << x[i] << ", read "
+         << back[i] << ", scale " << s << ", error " << err << " > bound "
+         << scheme_bound(a.dtype, x[i], s);
+      return os.str();
+    }
+  }
+  return "";
+}
+
+}  // namespace evl::test
