@@ -117,7 +117,7 @@ std::string shard_name(int index, int count);
 // Serialises a record (header + arrays + checksum) and back. parse verifies
 // magic, version, sizes and the checksum; `where` names shard/key in errors.
 // decode_record's view points into `data` (no copy); with verify_checksum=false
-// the xxh64 pass is skipped (sizes and structure are still checked).
+// the checksum pass is skipped (sizes and structure are still checked).
 std::vector<uint8_t> encode_record(const Record& record);
 void encode_record_into(const Record& record, std::vector<uint8_t>& out);  // reuses capacity
 RecordView decode_record(const void* data, size_t size, const std::string& where,
@@ -243,7 +243,7 @@ class CacheReader {
  public:
   struct Options {
     bool no_readahead = false;     // MDB_NORDAHEAD, for random access on big caches
-    bool verify_checksums = true;  // xxh64 of every record read
+    bool verify_checksums = true;  // the checksum of every record read
   };
   explicit CacheReader(const std::string& cache_dir);
   CacheReader(const std::string& cache_dir, Options options);

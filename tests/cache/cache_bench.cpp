@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
   std::cout << "records: " << n << " x " << rec_bytes << " B (" << rec_bytes / 1048576.0
             << " MiB), " << n * rec_bytes / 1e9 << " GB in " << dir << "\n";
 
-  // --- write: ShardWriter (encode + xxh64 + LMDB + fsync per batch) vs write()+fsync.
+  // --- write: ShardWriter (encode + checksum + LMDB + fsync per batch) vs write()+fsync.
   std::vector<Record> records;
   for (int64_t i = 0; i < std::min<int64_t>(n, 4); ++i) records.push_back(make_record(m, i));
   const double total = double(n) * double(rec_bytes);

@@ -93,9 +93,13 @@ size_t first_descriptor(const std::vector<uint8_t>& v) {
   return 56 + lens[0] + lens[1] + lens[2];
 }
 
-// Stores a new checksum, as a writer with that bug (or a forger) would.
+// Stores a new checksum, as a writer with that bug (or a forger) would: the
+// checksum of the record's version (FORMAT.md: XXH64 in 1, XXH3-64 from 2).
 void rehash(std::vector<uint8_t>& v) {
-  const uint64_t h = XXH64(v.data(), v.size() - 8, 0);
+  uint32_t version;
+  std::memcpy(&version, v.data() + 4, 4);
+  const uint64_t h =
+      version >= 2 ? XXH3_64bits(v.data(), v.size() - 8) : XXH64(v.data(), v.size() - 8, 0);
   std::memcpy(v.data() + v.size() - 8, &h, 8);
 }
 

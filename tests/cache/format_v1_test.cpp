@@ -88,7 +88,10 @@ std::vector<uint8_t> v1_record(const std::string& key, const std::string& video_
     pos += 16;
     std::memcpy(v.data() + offsets[i], a.bytes.data(), a.bytes.size());
   }
-  put_le<uint64_t>(v, v.size() - 8, XXH64(v.data(), v.size() - 8, 0));
+  // FORMAT.md: XXH64 (seed 0) in version 1, XXH3-64 from version 2.
+  put_le<uint64_t>(
+      v, v.size() - 8,
+      version >= 2 ? XXH3_64bits(v.data(), v.size() - 8) : XXH64(v.data(), v.size() - 8, 0));
   return v;
 }
 

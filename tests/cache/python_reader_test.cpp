@@ -1,8 +1,8 @@
 // FORMAT.md is enough to read the cache: tests/cache/read_record.py (python3-lmdb
-// + numpy only, its own xxh64) reads records the C++ writer made, and its header
-// fields, raw bytes and float32 values (numpy's fp16/bf16 conversion; for
-// int8/fp8 its own dequantization from codes and scales) must equal what this
-// test wrote and what the C++ reader returns, bit for bit.
+// + numpy + python3-xxhash, its own XXH64 for version 1) reads records the C++ writer made, and its
+// header fields, raw bytes and float32 values (numpy's fp16/bf16 conversion; for int8/fp8 its own
+// dequantization from codes and scales) must equal what this test wrote and what the C++ reader
+// returns, bit for bit.
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -1,15 +1,15 @@
 #!/usr/bin/python3
-"""Reads one record of an evl feature cache with python3-lmdb and numpy only,
-following cache/FORMAT.md (no evl code). Usage:
+"""Reads one record of an evl feature cache with python3-lmdb, numpy and
+python3-xxhash, following cache/FORMAT.md (no evl code). Usage:
 
   read_record.py CACHE_DIR KEY [--dump OUT_DIR]
 
 Prints the record's header fields and array shapes as JSON on stdout. With
 --dump, writes each array's raw payload bytes (as stored; for int8/fp8 the codes,
 their padding and the fp16 scales) to OUT_DIR/<name>.raw and its float32 values
-(dequantized for int8/fp8) to OUT_DIR/<name>.f32. The checksum (xxh64,
-implemented below in pure Python) is always verified. Reads format versions 1
-and 2.
+(dequantized for int8/fp8) to OUT_DIR/<name>.f32. The checksum is always
+verified: XXH3-64 (python3-xxhash) for version-2 records, XXH64 (implemented
+below in pure Python) for version 1. Reads format versions 1 and 2.
 """
 import json
 import os
@@ -18,6 +18,7 @@ import sys
 
 import lmdb
 import numpy as np
+import xxhash
 
 MASK = (1 << 64) - 1
 P1, P2, P3, P4, P5 = (0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
@@ -116,7 +117,8 @@ def decode(value, where):
         raise ValueError(f'{where}: format version {version}, this reader knows 1..{VERSION}')
     if size != len(value):
         raise ValueError(f'{where}: value is {len(value)} bytes, header says {size}')
-    if xxh64(value[:-8]) != struct.unpack_from('<Q', value, size - 8)[0]:
+    digest = xxhash.xxh3_64_intdigest(value[:-8]) if version >= 2 else xxh64(value[:-8])
+    if digest != struct.unpack_from('<Q', value, size - 8)[0]:
         raise ValueError(f'{where}: checksum mismatch')
     pos = 56
     key = value[pos:pos + klen].decode(); pos += klen
