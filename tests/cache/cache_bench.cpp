@@ -18,6 +18,7 @@
 
 #include "cache/cache.h"
 #include "cache/cache_tools.h"
+#include "cache/quantize.h"
 
 using namespace evl::cache;
 namespace fs = std::filesystem;
@@ -52,7 +53,9 @@ Record make_record(const Manifest& m, int64_t clip) {
   uint64_t s = static_cast<uint64_t>(clip) * 0x9e3779b97f4a7c15ULL + 1;
   for (const auto& [name, shape] : expected_arrays(m)) {
     Array a{m.dtype, shape, {}};
-    a.bytes.resize(static_cast<size_t>(a.numel()) * dtype_size(a.dtype));
+    // int8/fp8: the quantized payload (codes, padding, fp16 scales; quantize.h).
+    a.bytes.resize(is_quantized(a.dtype) ? quant_layout(shape).bytes
+                                         : static_cast<size_t>(a.numel()) * dtype_size(a.dtype));
     for (size_t i = 0; i + 8 <= a.bytes.size(); i += 8) {
       s = s * 6364136223846793005ULL + 1442695040888963407ULL;
       const uint64_t v = (s >> 16) & 0x3bff3bff3bff3bffULL;  // finite fp16/bf16 bit patterns
@@ -110,7 +113,7 @@ int main(int argc, char** argv) {
   // Bytes per clip-view, ViT-B/16, 8 frames, 4 layers.
   std::cout << "bytes per clip-view (ViT-B/16, 224, 8 frames, 4 layers):\n";
   for (auto storage : {StorageMode::kQK, StorageMode::kCompact})
-    for (auto dtype : {DType::kF16, DType::kBF16, DType::kF32}) {
+    for (auto dtype : {DType::kF16, DType::kBF16, DType::kF32, DType::kI8, DType::kFP8}) {
       const uint64_t b = record_bytes(vit_b16(storage, dtype, false));
       std::cout << "  " << to_string(storage) << " " << to_string(dtype) << ": " << b << " B ("
                 << b / 1048576.0 << " MiB)\n";
