@@ -23,16 +23,8 @@ using namespace evl::cache;
 
 namespace {
 
-float float_of(uint32_t b) {
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
-uint32_t bits_of(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  return b;
-}
+constexpr auto float_of = evl::test::float_of_bits;
+constexpr auto bits_of = evl::test::bits_of_float;
 using evl::test::half_value;
 using evl::test::ocp_e4m3;
 using evl::test::scheme_bound;

@@ -29,11 +29,7 @@ _Float16 half_of(uint16_t b) {
   std::memcpy(&h, &b, 2);
   return h;
 }
-float float_of(uint32_t b) {
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
+constexpr auto float_of = evl::test::float_of_bits;
 
 void expect_error_contains(const std::function<void()>& fn, std::vector<std::string> parts) {
   try {

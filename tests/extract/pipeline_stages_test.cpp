@@ -57,6 +57,17 @@ class Stages : public testing::Test {
     return c;
   }
 
+  // The next `n` work items, emitted and decoded: one batch for forward/write.
+  static std::unique_ptr<Batch> decoded_batch(ExtractionJob& job, int n) {
+    auto batch = std::make_unique<Batch>();
+    for (int i = 0; i < n; ++i) {
+      auto w = job.emit();
+      job.decode(*w);
+      batch->push_back(std::move(w));
+    }
+    return batch;
+  }
+
   static TempDir* dir_;
 };
 TempDir* Stages::dir_ = nullptr;
@@ -86,12 +97,8 @@ TEST_F(Stages, ForwardRegroupsEveryClipsViewsAndBlocks) {
   ExtractConfig cfg = config("forward", /*missing=*/0);
   ExtractionJob job(cfg);
   // Group {0, 1} with clip 0 failing to decode: only clip 1's views are run.
-  Batch batch;
-  for (int i = 0; i < 2; ++i) {
-    auto w = job.emit();
-    job.decode(*w);
-    batch.push_back(std::move(w));
-  }
+  const auto owned = decoded_batch(job, 2);
+  Batch& batch = *owned;
   EXPECT_NE(batch[0]->error.find("absent.mkv"), std::string::npos) << batch[0]->error;
   ASSERT_TRUE(batch[1]->error.empty()) << batch[1]->error;
   job.forward(batch);
@@ -122,12 +129,7 @@ TEST_F(Stages, WriteRecordsGoodClipsListsFailuresAndStopsPastTheLimit) {
   std::string fatal;
   {
     ExtractionJob job(cfg);
-    auto batch = std::make_unique<Batch>();
-    for (int i = 0; i < 2; ++i) {
-      auto w = job.emit();
-      job.decode(*w);
-      batch->push_back(std::move(w));
-    }
+    auto batch = decoded_batch(job, 2);
     job.forward(*batch);
     fatal = job.write(*batch);
     job.finish(false);
@@ -155,12 +157,7 @@ TEST_F(Stages, QuantizedStorageFailsAClipWithNonFiniteFeatures) {
       cfg.views.dtype = dtype;
       cfg.store = store;
       ExtractionJob job(cfg);
-      auto batch = std::make_unique<Batch>();
-      for (int i = 0; i < 2; ++i) {
-        auto w = job.emit();
-        job.decode(*w);
-        batch->push_back(std::move(w));
-      }
+      auto batch = decoded_batch(job, 2);
       job.forward(*batch);
       // A NaN in one value of clip 1 (one block, one view, one token, one channel).
       auto& f = (*batch)[1]->features;

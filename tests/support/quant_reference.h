@@ -17,6 +17,18 @@
 
 namespace evl::test {
 
+// float32 <-> its bits (for probing every exponent, subnormals and neighbours).
+inline float float_of_bits(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+inline uint32_t bits_of_float(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
 // binary16 bits -> its value (the compiler's conversion, not evl's).
 inline double half_value(uint16_t bits) {
   _Float16 h;
