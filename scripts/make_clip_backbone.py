@@ -140,15 +140,138 @@ def tie_query_key(model: VisionTransformer, pos_scale: float) -> None:
         model.positional_embedding.mul_(pos_scale)
 
 
+# Residual-stream outliers (add_outliers): per-channel magnitude factors over the
+# typical channel, and the norm factor of the high-norm tokens over the typical token.
+OUTLIER_CHANNEL_FACTORS = (10.0, 30.0, 100.0)
+OUTLIER_TOKEN_NORM = 10.0
+
+
+def residual_stream(visual: VisionTransformer, images: torch.Tensor) -> list:
+    """Outputs of every block, each (N, L, C) float32, for `images` (N, 3, S, S)."""
+    outs = []
+    hooks = [b.register_forward_hook(lambda m, i, o: outs.append(o.permute(1, 0, 2).detach()))
+             for b in visual.transformer.resblocks]
+    with torch.no_grad():
+        visual(images)
+    for h in hooks:
+        h.remove()
+    return outs
+
+
+def outlier_stats(x: torch.Tensor, channels: list, tokens: list) -> tuple:
+    """Medians, so that each kind of outlier does not inflate the other's baseline.
+    Returns (per outlier channel: its median |x| over the ordinary tokens / the
+    median channel's, the outlier tokens' median norm / the other tokens'), x (N, L, C)."""
+    others = [t for t in range(x.shape[1]) if t not in tokens]
+    per_channel = x[:, others].abs().flatten(0, 1).median(dim=0).values
+    typical_channel = per_channel.median()
+    norms = x.norm(dim=2)  # (N, L)
+    token_ratio = norms[:, tokens].median() / norms[:, others].median()
+    return [float(per_channel[c] / typical_channel) for c in channels], float(token_ratio)
+
+
+def add_outliers(visual: VisionTransformer, seed: int, block_index: int = 0) -> dict:
+    """Gives the residual stream (the features evl caches) CLIP's two kinds of outliers.
+
+    What it imitates: trained ViTs, CLIP included, carry a few residual-stream
+    channels whose magnitude is tens to hundreds of times the median channel's on
+    every token ("massive activations", Sun et al. 2024; the inter-channel
+    variation of LayerNorm inputs in ViTs, FQ-ViT, Lin et al. 2022), and a few
+    tokens, usually low-information background patches, whose norm is about 10x
+    the others' ("high-norm tokens", Darcet et al., "Vision Transformers Need
+    Registers", 2024). Random weights have neither.
+
+    How: block B's (--outlier-block, default 0) MLP output bias gets, on three channels, a constant that makes
+    them OUTLIER_CHANNEL_FACTORS times the median channel (kept by the residual
+    connections in every later block). For the tokens, the position embedding of
+    a few patch positions gets a strong component along a random direction d, and
+    one hidden unit of block B's MLP is rewired into a detector of d that fires
+    only on those tokens and writes a large vector into the residual stream, as
+    early-layer MLPs do in trained models. Positions are fixed (the same patches
+    of every frame), where CLIP's move with the content: for a storage test only
+    the statistics matter. Factors are measured on random images after the
+    construction (returned; the generator prints them).
+    """
+    g = torch.Generator().manual_seed(seed + 7919)
+    width = visual.ln_pre.weight.shape[0]
+    tokens_per_frame = visual.positional_embedding.shape[0]
+    patches = tokens_per_frame - 1
+    n_tokens = max(2, patches // 50)
+    tokens = [1 + int(t) for t in torch.randperm(patches, generator=g)[:n_tokens]]
+    channels = [int(c) for c in torch.randperm(width, generator=g)[:len(OUTLIER_CHANNEL_FACTORS)]]
+    size = visual.conv1.stride[0] * int(round(patches ** 0.5))
+    images = torch.randn(4, 3, size, size, generator=g)
+    block = visual.transformer.resblocks[block_index]
+    with torch.no_grad():
+        # High-norm tokens: the position embedding marks them with d (unit RMS,
+        # zero mean, so ln_pre keeps it), one MLP unit detects d and writes v.
+        d = torch.randn(width, generator=g)
+        d = (d - d.mean()) / d.std()
+        # The mark is 3x the typical token (patch embedding + position) at ln_pre's
+        # input, so it dominates the marked tokens whatever the image shows.
+        seen = {}
+        hook = visual.ln_pre.register_forward_hook(lambda m, i, o: seen.update(x=i[0].detach()))
+        visual(images)
+        hook.remove()
+        typical_input = seen["x"].norm(dim=2).median()
+        for t in tokens:
+            visual.positional_embedding[t] += 3.0 * typical_input / width ** 0.5 * d
+        # Calibrate the detector on ln_2's input as the block sees it.
+        seen = {}
+        hook = block.ln_2.register_forward_hook(lambda m, i, o: seen.update(h=o.detach()))
+        visual(images)
+        hook.remove()
+        h = seen["h"].permute(1, 0, 2)  # (N, L, C)
+        score = h @ d / width  # about 1 on a marked token, about 0 elsewhere
+        marked = score[:, tokens].min()
+        unmarked = score[:, [t for t in range(tokens_per_frame) if t not in tokens]].max()
+        if not marked > unmarked:
+            raise SystemExit(f"outlier tokens not separable ({float(marked)} <= {float(unmarked)})")
+        threshold = float(marked + unmarked) / 2
+        gain = 20.0 / float(marked - unmarked)
+        unit = 0
+        block.mlp.c_fc.weight[unit] = gain * d / width
+        block.mlp.c_fc.bias[unit] = -gain * threshold
+        # Channel outliers, calibrated on the last block's output (detector off).
+        block.mlp.c_fc.weight[unit] = 0
+        block.mlp.c_fc.bias[unit] = -1e4
+        others = [t for t in range(tokens_per_frame) if t not in tokens]
+        x = residual_stream(visual, images)[-1][:, others]
+        typical_channel = x.abs().flatten(0, 1).median(dim=0).values.median()
+        for c, f in zip(channels, OUTLIER_CHANNEL_FACTORS):
+            block.mlp.c_proj.bias[c] = f * typical_channel * torch.sign(torch.randn(1, generator=g))
+        block.mlp.c_fc.weight[unit] = gain * d / width
+        block.mlp.c_fc.bias[unit] = -gain * threshold
+        # The written vector v: scaled until the marked tokens' norm is
+        # OUTLIER_TOKEN_NORM times the others' (channel outliers included) at the
+        # last block (the map from |v| to that ratio is close to linear).
+        direction = torch.randn(width, generator=g)
+        direction /= direction.norm()
+        # Then both kinds are rescaled together a few times (they interact
+        # through the later blocks' LayerNorms).
+        scale = 1.0
+        for _ in range(6):
+            block.mlp.c_proj.weight[:, unit] = scale * direction
+            ratios, ratio = outlier_stats(residual_stream(visual, images)[-1], channels, tokens)
+            scale *= OUTLIER_TOKEN_NORM / ratio
+            for c, f, r in zip(channels, OUTLIER_CHANNEL_FACTORS, ratios):
+                block.mlp.c_proj.bias[c] *= f / r
+    stats = [outlier_stats(x, channels, tokens) for x in residual_stream(visual, images)]
+    return {"channels": channels, "tokens": tokens, "per_block": stats}
+
+
 def build(width: int, layers: int, patch: int, image_size: int, embed_dim: int,
           heads: int = 0, seed: int = 0, tied_qk: bool = False,
-          pos_scale: float = 1.0) -> CLIPVisualOnly:
+          pos_scale: float = 1.0, outliers: bool = False,
+          outlier_block: int = 0) -> CLIPVisualOnly:
     heads = heads or max(1, width // 64)
     torch.manual_seed(seed)
     visual = VisionTransformer(image_size, patch, width, layers, heads, embed_dim)
     randomise(visual, seed)
     if tied_qk:
         tie_query_key(visual, pos_scale)
+    if outliers:
+        visual.outlier_report = add_outliers(visual, seed, outlier_block)
     return CLIPVisualOnly(visual).eval()
 
 
@@ -173,6 +296,12 @@ def main() -> None:
                     help="key projection = query projection (similarity attention; see tie_query_key)")
     ap.add_argument("--pos-scale", type=float, default=1.0,
                     help="with --tied-qk: factor on the position embedding")
+    ap.add_argument("--outliers", action="store_true",
+                    help="CLIP-like residual-stream outliers: a few channels 10-100x the median "
+                         "channel, a few tokens with ~10x the norm (see add_outliers)")
+    ap.add_argument("--outlier-block", type=int, default=0,
+                    help="with --outliers: the block whose MLP creates them (earlier blocks "
+                         "compute as without)")
     ap.add_argument("-o", "--output", required=True)
     a = ap.parse_args()
     width, layers, patch, size, embed = PRESETS[a.preset] if a.preset else (0, 0, 0, 0, 0)
@@ -187,8 +316,17 @@ def main() -> None:
         ap.error(f"--image-size {size} is not a multiple of --patch {patch}")
     if a.pos_scale != 1.0 and not a.tied_qk:
         ap.error("--pos-scale only goes with --tied-qk")
-    model = build(width, layers, patch, size, embed, a.heads, a.seed, a.tied_qk, a.pos_scale)
+    model = build(width, layers, patch, size, embed, a.heads, a.seed, a.tied_qk, a.pos_scale,
+                  a.outliers, a.outlier_block)
+    report = getattr(model.visual, "outlier_report", None)
+    if report:
+        del model.visual.outlier_report
     save_torchscript(model, a.output)
+    if report:
+        print(f"outlier channels {report['channels']}, high-norm tokens {report['tokens']}")
+        for b, (channel_ratios, token_ratio) in enumerate(report["per_block"]):
+            print(f"  block {b}: channels {', '.join(f'{r:.0f}x' for r in channel_ratios)} the "
+                  f"median channel, tokens {token_ratio:.1f}x the median token norm")
     print(f"wrote {a.output}: width {width}, layers {layers}, patch {patch}, "
           f"image {size}, embed {embed}, heads {a.heads or max(1, width // 64)}")
 
