@@ -112,7 +112,11 @@ std::string CacheInfo::to_text() const {
      << human_bytes(double(value_bytes)) << " of records, "
      << human_bytes(records ? double(value_bytes) / double(records) : 0.0) << " per record\n"
      << "storage      " << to_string(m.storage) << ", " << to_string(m.dtype)
-     << (is_quantized(m.dtype) ? " (absmax-symmetric, groups of 64 channels, fp16 scales)" : "")
+     << (has_outlier_channels(m.dtype)
+             ? " (absmax-symmetric, groups of 64 channels, fp16 scales, outlier channels)"
+         : is_quantized(m.dtype)
+             ? " (absmax-symmetric, groups of 64 channels, fp16 scales; version 2)"
+             : "")
      << (m.has_inputs ? ", with inputs" : "") << "\n"
      << "backbone     " << m.backbone.file << " (" << m.backbone.format << ", xxh64 "
      << m.backbone.hash << ") width " << m.backbone.width << " depth " << m.backbone.depth

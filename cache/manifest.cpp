@@ -21,6 +21,7 @@ namespace fs = std::filesystem;
 namespace {
 constexpr const char* kQuantScheme = "absmax-symmetric";  // manifest "quantization" (FORMAT.md)
 constexpr const char* kQuantScaleDType = "fp16";
+constexpr const char* kOutlierChannels = "median-8x-column-absmax";  // version 3 (dtypes 6, 7)
 }  // namespace
 
 std::string Manifest::to_json() const {
@@ -58,9 +59,11 @@ std::string Manifest::to_json() const {
       {"num_clips", num_clips},
       {"shards", shards_json},
   };
-  if (is_quantized(dtype))  // the scheme the records' codes and scales follow (FORMAT.md)
+  if (is_quantized(dtype)) {  // the scheme the records' codes and scales follow (FORMAT.md)
     j["quantization"] = {
         {"scheme", kQuantScheme}, {"group", kQuantGroup}, {"scale_dtype", kQuantScaleDType}};
+    if (has_outlier_channels(dtype)) j["quantization"]["outlier_channels"] = kOutlierChannels;
+  }
   return j.dump(2) + "\n";
 }
 
@@ -136,6 +139,14 @@ Manifest Manifest::from_json(const std::string& text, const std::string& where) 
               ": scheme '", scheme, "', group ", group, ", scale_dtype '", scale_dtype,
               "' is not supported (this evl reads '", kQuantScheme, "', group ", kQuantGroup, ", '",
               kQuantScaleDType, "')");
+    // Without outlier channels: a version-2 cache (dtypes 4, 5).
+    std::string outliers;
+    if (q.contains("outlier_channels")) field(q, "outlier_channels", outliers, qw);
+    EVL_CHECK(outliers.empty() || outliers == kOutlierChannels, qw, ": outlier_channels '",
+              outliers, "' is not supported (this evl reads '", kOutlierChannels, "')");
+    EVL_CHECK(outliers.empty() || m.format_version >= 3, qw,
+              ": outlier_channels need format version 3, the manifest says ", m.format_version);
+    if (outliers.empty()) m.dtype = m.dtype == DType::kI8 ? DType::kI8V2 : DType::kFP8V2;
   } else {
     EVL_CHECK(!j.contains("quantization"), where, ": field 'quantization' with dtype '", dtype,
               "' (only int8 and fp8 are quantized)");

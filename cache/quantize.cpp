@@ -1,4 +1,5 @@
-// The absmax-symmetric group codec of quantize.h and the E4M3FN scalar codec.
+// The absmax-symmetric group codec of quantize.h with its outlier channels,
+// and the E4M3FN scalar codec.
 // Rounding to an integer uses the 1.5 * 2^23 trick (exact round-to-nearest-even
 // for |v| < 2^22 under the default rounding mode), which vectorises where
 // std::nearbyint would be a libm call on baseline x86-64. No -ffast-math here:
@@ -118,6 +119,44 @@ bool quantize_row(const float* x, int64_t width, uint8_t* q, uint16_t* s) {
   return true;
 }
 
+// One row with outlier channels: channels with a column scale (col[c] > 0,
+// fp16 bits) are coded with it and left out of their group's amax.
+template <DType kDType>
+bool quantize_row_columns(const float* x, int64_t width, const uint16_t* col, uint8_t* q,
+                          uint16_t* s) {
+  constexpr float kMax = kDType == DType::kI8 ? kInt8Max : kFp8Max;
+  auto code = [](float v) -> uint8_t {
+    if constexpr (kDType == DType::kI8) {
+      float r = (v + kRoundMagic) - kRoundMagic;
+      r = std::min(std::max(r, -kInt8Max), kInt8Max);
+      return static_cast<uint8_t>(static_cast<int32_t>(r));
+    } else {
+      return e4m3_encode(v);
+    }
+  };
+  for (int64_t c0 = 0, g = 0; c0 < width; c0 += kQuantGroup, ++g) {
+    const int64_t n = std::min(kQuantGroup, width - c0);
+    float amax = 0.0f;
+    bool finite = true;
+    for (int64_t i = 0; i < n; ++i) {
+      const float a = std::fabs(x[c0 + i]);
+      finite &= (a <= FLT_MAX);
+      if (col[c0 + i] == 0) amax = a > amax ? a : amax;
+    }
+    if (!finite) return false;
+    const uint16_t sh = float_to_half_up(amax / kMax);
+    if (sh >= kHalfInf) return false;
+    s[g] = sh;
+    const float scale = half_to_float(sh);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t c = c0 + i;
+      const float use = col[c] ? half_to_float(col[c]) : scale;
+      q[c] = use == 0.0f ? 0 : code(x[c] / use);
+    }
+  }
+  return true;
+}
+
 template <DType kDType>
 void dequantize_row(const uint8_t* q, const uint16_t* s, int64_t width, float* out) {
   const float* table = e4m3_table().data();
@@ -139,11 +178,79 @@ void check_quantized(DType dtype, const char* what) {
   EVL_CHECK(is_quantized(dtype), what, ": dtype ", to_string(dtype), " is not quantized");
 }
 
+// A channel whose median |x| lies this many binades above the typical
+// channel's is an outlier channel (FORMAT.md): 2^3, between 4x and 16x.
+constexpr int kOutlierBinades = 3;
+
+uint32_t exponent_field(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  return (bits >> 23) & 0xffu;
+}
+
+// The outlier channels of one slice (`rows` x `width`, FORMAT.md): per channel
+// the float32 exponent field of its lower median |x|, from a histogram of
+// exponent fields (one pass over the slice; no sort, no strided gathers); the
+// typical channel's is the lower median of those fields over the channels.
+std::vector<bool> outlier_channels(const float* x, int64_t rows, int64_t width) {
+  std::vector<uint32_t> hist(static_cast<size_t>(width) * 256, 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * width;
+    for (int64_t c = 0; c < width; ++c)
+      ++hist[static_cast<size_t>(c) * 256 + exponent_field(xr[c])];
+  }
+  const auto rank = static_cast<uint64_t>((rows - 1) / 2);  // the lower median's rank
+  std::vector<int> field(static_cast<size_t>(width));
+  for (int64_t c = 0; c < width; ++c) {
+    const uint32_t* h = hist.data() + static_cast<size_t>(c) * 256;
+    uint64_t seen = 0;
+    int f = 0;
+    for (; f < 255; ++f) {
+      seen += h[f];
+      if (seen > rank) break;
+    }
+    field[static_cast<size_t>(c)] = f;
+  }
+  std::vector<int> sorted = field;
+  std::nth_element(sorted.begin(), sorted.begin() + (width - 1) / 2, sorted.end());
+  const int typical = sorted[static_cast<size_t>((width - 1) / 2)];
+  std::vector<bool> outlier(static_cast<size_t>(width));
+  for (size_t c = 0; c < outlier.size(); ++c)
+    outlier[c] = field[c] > 0 && field[c] >= typical + kOutlierBinades;
+  return outlier;
+}
+
+std::string problem_of(DType dtype, const float* x, size_t n) {
+  size_t nan = 0, inf = 0;
+  float amax = 0.0f;
+  for (size_t i = 0; i < n; ++i) {
+    const float a = std::fabs(x[i]);
+    nan += std::isnan(a);
+    inf += std::isinf(a);
+    if (a <= FLT_MAX) amax = std::max(amax, a);
+  }
+  if (nan || inf)
+    return "non-finite features (" + std::to_string(nan) + " NaN, " + std::to_string(inf) +
+           " inf in " + std::to_string(n) + " values): " + to_string(dtype) +
+           " storage cannot represent them";
+  return "features out of range (max |x| = " + show(amax) + "): " + to_string(dtype) +
+         " storage with fp16 scales holds |x| <= " + show(65504.0f * code_max(dtype));
+}
+
 }  // namespace
 
-bool is_quantized(DType dtype) { return dtype == DType::kI8 || dtype == DType::kFP8; }
+bool is_quantized(DType dtype) {
+  return dtype == DType::kI8 || dtype == DType::kFP8 || dtype == DType::kI8V2 ||
+         dtype == DType::kFP8V2;
+}
 
-QuantLayout quant_layout(const std::vector<int64_t>& shape) {
+bool has_outlier_channels(DType dtype) { return dtype == DType::kI8 || dtype == DType::kFP8; }
+
+DType code_kind(DType dtype) {
+  return dtype == DType::kI8 || dtype == DType::kI8V2 ? DType::kI8 : DType::kFP8;
+}
+
+QuantLayout quant_layout(DType dtype, const std::vector<int64_t>& shape) {
   EVL_CHECK(!shape.empty() && shape.back() >= 1,
             "a quantized array needs a last (channel) axis of at least 1, got ", shape.size(),
             " dims", shape.empty() ? "" : " ending in " + std::to_string(shape.back()));
@@ -154,7 +261,13 @@ QuantLayout quant_layout(const std::vector<int64_t>& shape) {
   l.rows = numel / l.width;
   l.groups = (l.width + kQuantGroup - 1) / kQuantGroup;
   l.scales_offset = align64(static_cast<size_t>(numel));
-  l.bytes = l.scales_offset + 2 * static_cast<size_t>(l.rows * l.groups);
+  l.columns_offset = l.scales_offset + 2 * static_cast<size_t>(l.rows * l.groups);
+  l.bytes = l.columns_offset;
+  if (has_outlier_channels(dtype)) {
+    l.slices = shape.size() >= 3 ? shape[0] : 1;
+    l.slice_rows = l.slices > 0 ? l.rows / l.slices : 0;
+    l.bytes += 2 * static_cast<size_t>(l.slices * l.width);
+  }
   return l;
 }
 
@@ -171,13 +284,10 @@ void quantize(DType dtype, const float* x, int64_t rows, int64_t width, uint8_t*
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * width;
     const bool ok =
-        dtype == DType::kI8
+        code_kind(dtype) == DType::kI8
             ? quantize_row<DType::kI8>(xr, width, codes + r * width, scales + r * groups)
             : quantize_row<DType::kFP8>(xr, width, codes + r * width, scales + r * groups);
-    if (!ok) {
-      const std::string why = quantization_problem(dtype, x, static_cast<size_t>(rows * width));
-      EVL_THROW(Error, why.empty() ? "internal: quantize refused a row" : why);
-    }
+    if (!ok) EVL_THROW(Error, problem_of(dtype, x, static_cast<size_t>(rows * width)));
   }
 }
 
@@ -186,16 +296,27 @@ void dequantize(DType dtype, const uint8_t* codes, const uint16_t* scales, int64
   check_quantized(dtype, "dequantize");
   const int64_t groups = (width + kQuantGroup - 1) / kQuantGroup;
   for (int64_t r = 0; r < rows; ++r) {
-    if (dtype == DType::kI8)
+    if (code_kind(dtype) == DType::kI8)
       dequantize_row<DType::kI8>(codes + r * width, scales + r * groups, width, out + r * width);
     else
       dequantize_row<DType::kFP8>(codes + r * width, scales + r * groups, width, out + r * width);
   }
 }
 
+namespace {
+
+// fp16 bits at `p` (any alignment).
+std::vector<uint16_t> read_u16(const uint8_t* p, size_t n) {
+  std::vector<uint16_t> out(n);
+  if (n) std::memcpy(out.data(), p, n * 2);
+  return out;
+}
+
+}  // namespace
+
 void dequantize_rows(const ArrayView& view, int64_t first_row, int64_t count, float* out) {
   check_quantized(view.dtype, "dequantize_rows");
-  const QuantLayout l = quant_layout(view.shape);
+  const QuantLayout l = quant_layout(view.dtype, view.shape);
   EVL_CHECK(first_row >= 0 && count >= 0 && first_row + count <= l.rows, "dequantize_rows: rows [",
             first_row, ", ", first_row + count, ") outside the array's ", l.rows, " rows");
   const auto* base = static_cast<const uint8_t*>(view.data);
@@ -206,43 +327,108 @@ void dequantize_rows(const ArrayView& view, int64_t first_row, int64_t count, fl
   std::vector<uint16_t> copy;
   const auto* scales = reinterpret_cast<const uint16_t*>(scale_bytes);
   if (reinterpret_cast<uintptr_t>(scale_bytes) % alignof(uint16_t) != 0) {
-    copy.resize(static_cast<size_t>(count * l.groups));
-    std::memcpy(copy.data(), scale_bytes, copy.size() * 2);
+    copy = read_u16(scale_bytes, static_cast<size_t>(count * l.groups));
     scales = copy.data();
   }
   dequantize(view.dtype, base + first_row * l.width, scales, count, l.width, out);
-}
-
-void quantize_roundtrip(DType dtype, const float* x, int64_t rows, int64_t width, float* out) {
-  check_quantized(dtype, "quantize_roundtrip");
-  const int64_t groups = (width + kQuantGroup - 1) / kQuantGroup;
-  std::vector<uint8_t> codes(static_cast<size_t>(width));
-  std::vector<uint16_t> scales(static_cast<size_t>(groups));
-  for (int64_t r = 0; r < rows; ++r) {  // row by row: no full-size temporary
-    quantize(dtype, x + r * width, 1, width, codes.data(), scales.data());
-    dequantize(dtype, codes.data(), scales.data(), 1, width, out + r * width);
+  if (!has_outlier_channels(view.dtype) || count == 0) return;
+  // Outlier channels: x' = q * the column's scale instead of the group's.
+  const float* table = e4m3_table().data();
+  const bool int8 = code_kind(view.dtype) == DType::kI8;
+  int64_t slice = -1;
+  std::vector<std::pair<int64_t, float>> columns;  // (channel, scale) of the current slice
+  for (int64_t r = first_row; r < first_row + count; ++r) {
+    if (r / l.slice_rows != slice) {
+      slice = r / l.slice_rows;
+      const std::vector<uint16_t> col =
+          read_u16(base + l.columns_offset + 2 * static_cast<size_t>(slice * l.width),
+                   static_cast<size_t>(l.width));
+      columns.clear();
+      for (int64_t c = 0; c < l.width; ++c)
+        if (col[static_cast<size_t>(c)])
+          columns.emplace_back(c, half_to_float(col[static_cast<size_t>(c)]));
+    }
+    const uint8_t* q = base + r * l.width;
+    float* o = out + (r - first_row) * l.width;
+    for (const auto& [c, s] : columns)
+      o[c] = (int8 ? static_cast<float>(static_cast<int8_t>(q[c])) : table[q[c]]) * s;
   }
 }
 
-std::string quantization_problem(DType dtype, const float* x, size_t n) {
-  if (!is_quantized(dtype)) return "";
-  size_t nan = 0, inf = 0;
-  float amax = 0.0f;
-  for (size_t i = 0; i < n; ++i) {
-    const float a = std::fabs(x[i]);
-    nan += std::isnan(a);
-    inf += std::isinf(a);
-    if (a <= FLT_MAX) amax = std::max(amax, a);
+std::string quantize_array(DType dtype, const std::vector<int64_t>& shape, const float* x,
+                           uint8_t* payload) {
+  check_quantized(dtype, "quantize_array");
+  const QuantLayout l = quant_layout(dtype, shape);
+  const DType kind = code_kind(dtype);
+  const float qmax = code_max(kind);
+  std::vector<uint16_t> scales(static_cast<size_t>(l.groups));
+  const size_t n = static_cast<size_t>(l.rows * l.width);
+  auto store_scales = [&](int64_t r) {
+    std::memcpy(payload + l.scales_offset + 2 * static_cast<size_t>(r * l.groups), scales.data(),
+                scales.size() * 2);
+  };
+  if (!has_outlier_channels(dtype)) {
+    for (int64_t r = 0; r < l.rows; ++r) {
+      const bool ok = kind == DType::kI8
+                          ? quantize_row<DType::kI8>(x + r * l.width, l.width,
+                                                     payload + r * l.width, scales.data())
+                          : quantize_row<DType::kFP8>(x + r * l.width, l.width,
+                                                      payload + r * l.width, scales.data());
+      if (!ok) return problem_of(dtype, x, n);
+      store_scales(r);
+    }
+    return "";
   }
-  if (nan || inf)
-    return "non-finite features (" + std::to_string(nan) + " NaN, " + std::to_string(inf) +
-           " inf in " + std::to_string(n) + " values): " + to_string(dtype) +
-           " storage cannot represent them";
-  const float limit = 65504.0f * code_max(dtype);
-  if (float_to_half_up(amax / code_max(dtype)) >= kHalfInf)
-    return "features out of range (max |x| = " + show(amax) + "): " + to_string(dtype) +
-           " storage with fp16 scales holds |x| <= " + show(limit);
+  std::vector<uint16_t> col(static_cast<size_t>(l.width));
+  for (int64_t s = 0; s < l.slices; ++s) {
+    const int64_t r0 = s * l.slice_rows;
+    const float* xs = x + r0 * l.width;
+    const std::vector<bool> outlier = outlier_channels(xs, l.slice_rows, l.width);
+    // Column scales: the absmax of each outlier channel over the slice's rows.
+    std::fill(col.begin(), col.end(), uint16_t{0});
+    for (int64_t c = 0; c < l.width; ++c) {
+      if (!outlier[static_cast<size_t>(c)]) continue;
+      float amax = 0.0f;
+      for (int64_t r = 0; r < l.slice_rows; ++r)
+        amax = std::max(amax, std::fabs(xs[r * l.width + c]));
+      if (!(amax <= FLT_MAX)) return problem_of(dtype, x, n);  // NaN or inf
+      const uint16_t h = float_to_half_up(amax / qmax);
+      if (h >= kHalfInf) return problem_of(dtype, x, n);
+      col[static_cast<size_t>(c)] = h;  // 0 (a zero column): coded with its group
+    }
+    std::memcpy(payload + l.columns_offset + 2 * static_cast<size_t>(s * l.width), col.data(),
+                col.size() * 2);
+    for (int64_t r = r0; r < r0 + l.slice_rows; ++r) {
+      const bool ok = kind == DType::kI8
+                          ? quantize_row_columns<DType::kI8>(x + r * l.width, l.width, col.data(),
+                                                             payload + r * l.width, scales.data())
+                          : quantize_row_columns<DType::kFP8>(x + r * l.width, l.width, col.data(),
+                                                              payload + r * l.width, scales.data());
+      if (!ok) return problem_of(dtype, x, n);
+      store_scales(r);
+    }
+  }
   return "";
+}
+
+void quantize_roundtrip(DType dtype, const std::vector<int64_t>& shape, const float* x,
+                        float* out) {
+  check_quantized(dtype, "quantize_roundtrip");
+  const QuantLayout l = quant_layout(dtype, shape);
+  std::vector<uint8_t> payload(l.bytes, 0);
+  const std::string why = quantize_array(dtype, shape, x, payload.data());
+  EVL_CHECK(why.empty(), why);
+  ArrayView view;
+  view.dtype = dtype;
+  view.shape = shape;
+  view.data = payload.data();
+  dequantize_rows(view, 0, l.rows, out);
+}
+
+std::string quantization_problem(DType dtype, const std::vector<int64_t>& shape, const float* x) {
+  if (!is_quantized(dtype)) return "";
+  std::vector<uint8_t> payload(quant_layout(dtype, shape).bytes, 0);
+  return quantize_array(dtype, shape, x, payload.data());
 }
 
 float fp8_e4m3_to_float(uint8_t code) { return e4m3_table()[code]; }

@@ -4,17 +4,33 @@
 // compiler vectorises the inner loops). Not here: the record encoding
 // (record.cpp) and anything per tensor (extract/features.cpp wraps it).
 //
-// Scheme "absmax-symmetric", group 64, fp16 scales. An array of shape (..., C)
-// is R = numel / C rows ("tokens") of C channels; each row is cut into groups of
-// kQuantGroup = 64 consecutive channels, G = ceil(C / 64) per row (the last
-// group of a row has C - 64 (G-1) channels when C is not a multiple of 64).
-// Per group, with Q = 127 (int8) or 448 (fp8) and amax = max |x| over the group:
-//   s = up16(amax / Q)     the float32 quotient rounded UP to an fp16 value, so
-//                          |x / s| <= Q holds for the stored scale itself
-//   int8: q = clamp(rne(x / s), -127, 127)   (x / s the float32 quotient)
-//   fp8:  q = e4m3(x / s)                     (round to nearest even, saturating)
-//   amax == 0: s = 0 and every code 0.
-// Dequantised: x' = float(q) * float(s), one float32 multiply (round to nearest
+// Scheme "absmax-symmetric", group 64, fp16 scales, with outlier channels
+// (dtypes 6 and 7, written since format version 3; dtypes 4 and 5 are the same
+// scheme without outlier channels, as version 2 wrote it, read only).
+// An array of shape (..., C) is R = numel / C rows ("tokens") of C channels in
+// S slices of R / S consecutive rows: S = d0 (the first axis: a layer of a
+// record's (M, T, L, C) array) when the array has at least 3 dims, else 1.
+//  1. Outlier channels (dtypes 6, 7): per slice, a channel whose median |x|
+//     lies 3 or more binades (float32 exponent fields) above the typical
+//     channel's (the median over channels of those fields) gets its own column
+//     scale s_c = up16(max |x| over the slice's rows / Q) and leaves the groups.
+//     CLIP's residual stream carries a few channels 10-100x the rest on every
+//     token; inside a group such a channel would set the scale of the other 63
+//     and int8 would keep only a few levels for them. Per-row group scales
+//     still follow high-norm tokens.
+//  2. Groups: each row is cut into groups of kQuantGroup = 64 consecutive
+//     channels, G = ceil(C / 64) per row (the last group of a row has
+//     C - 64 (G-1) channels when C is not a multiple of 64). Per group, with
+//     Q = 127 (int8) or 448 (fp8) and amax = max |x| over its channels that
+//     are not outlier channels:
+//       s = up16(amax / Q)  the float32 quotient rounded UP to an fp16 value, so
+//                           |x / s| <= Q holds for the stored scale itself
+//       int8: q = clamp(rne(x / s), -127, 127)   (x / s the float32 quotient)
+//       fp8:  q = e4m3(x / s)                     (round to nearest even, saturating)
+//       amax == 0: s = 0 and every code 0.
+//     Outlier channels are coded the same way with their column scale.
+// Dequantised: x' = float(q) * float(s) with s the column scale of an outlier
+// channel and the group's otherwise: one float32 multiply (round to nearest
 // even), so every reader that follows FORMAT.md gets the same float32 bits.
 // Bounds (checked by tests/cache/quantize_test.cpp): int8 |x - x'| <= s/2,
 // fp8 |x - x'| <= s * ulp_e4m3(|x / s|) / 2, each plus the float32 rounding of
@@ -34,40 +50,55 @@ inline constexpr int64_t kQuantGroup = 64;  // channels per scale (FORMAT.md "gr
 inline constexpr float kInt8Max = 127.0f;   // largest int8 code magnitude written
 inline constexpr float kFp8Max = 448.0f;    // largest finite E4M3FN value
 
-// True for the group-quantized storage dtypes (int8, fp8).
+// True for the group-quantized storage dtypes (int8, fp8: codes 4 to 7).
 bool is_quantized(DType dtype);
+// True for the dtypes with outlier channels (6, 7, the ones evl writes).
+bool has_outlier_channels(DType dtype);
+// int8 or fp8 codes (kI8 for codes 4 and 6, kFP8 for 5 and 7).
+DType code_kind(DType dtype);
 
 // Where the parts of a quantized payload lie (FORMAT.md "Quantized arrays"):
 // codes at [0, rows*width), scales (fp16, rows*groups) at scales_offset =
-// align64(rows*width); `bytes` is the payload size.
+// align64(rows*width), then for dtypes 6, 7 the column scales (fp16,
+// slices*width; 0 for a channel coded with its groups) at columns_offset;
+// `bytes` is the payload size.
 struct QuantLayout {
   int64_t rows = 0, width = 0, groups = 0;
-  size_t scales_offset = 0, bytes = 0;
+  int64_t slices = 0, slice_rows = 0;  // S and R / S (S = 0 without outlier channels)
+  size_t scales_offset = 0, columns_offset = 0, bytes = 0;
 };
 // Throws evl::Error for a shape without a last axis or with C == 0.
-QuantLayout quant_layout(const std::vector<int64_t>& shape);
+QuantLayout quant_layout(DType dtype, const std::vector<int64_t>& shape);
 
-// `rows` x `width` floats (row-major) -> codes (rows*width bytes) and scales
-// (rows*ceil(width/64) fp16 bits). dtype must be quantized. Throws evl::Error
-// (with the reason of quantization_problem) for a NaN or inf, or for a group
-// whose scale would not fit in fp16 (amax / Q > 65504); nothing is written then
-// that a reader could mistake for features.
+// The whole payload of a quantized array of `shape` from its floats (payload:
+// quant_layout(dtype, shape).bytes, zero-filled by the caller). "" on success,
+// else the reason (that of quantization_problem) and the payload is unusable.
+std::string quantize_array(DType dtype, const std::vector<int64_t>& shape, const float* x,
+                           uint8_t* payload);
+
+// The group codec alone (step 2, no outlier channels) on `rows` x `width` floats
+// (row-major) -> codes (rows*width bytes) and scales (rows*ceil(width/64) fp16
+// bits); dtype's code kind decides int8 or fp8. Throws evl::Error (with the
+// reason of quantization_problem) for a NaN or inf, or for a group whose scale
+// would not fit in fp16 (amax / Q > 65504).
 void quantize(DType dtype, const float* x, int64_t rows, int64_t width, uint8_t* codes,
               uint16_t* scales);
-// The inverse: codes + scales -> rows*width floats.
+// Its inverse: codes + scales -> rows*width floats.
 void dequantize(DType dtype, const uint8_t* codes, const uint16_t* scales, int64_t rows,
                 int64_t width, float* out);
 // Rows [first_row, first_row + count) of a quantized array (a record's view)
-// into `out` (count * C floats): what the loader uses to fill a batch directly.
+// into `out` (count * C floats), column scales applied: what the loader
+// uses to fill a batch directly.
 void dequantize_rows(const ArrayView& view, int64_t first_row, int64_t count, float* out);
-// quantize then dequantize, without keeping the codes: exactly the float32
-// values a reader of the stored array gets. `out` may equal `x`.
-void quantize_roundtrip(DType dtype, const float* x, int64_t rows, int64_t width, float* out);
+// quantize then dequantize an array of `shape`: exactly the float32 values a
+// reader of the stored array gets. `out` may equal `x`. Throws like make_array.
+void quantize_roundtrip(DType dtype, const std::vector<int64_t>& shape, const float* x, float* out);
 
-// "" when `n` floats can be stored as `dtype` (always for fp16/bf16/fp32), else
-// the reason, starting with a fixed tag: "non-finite features (..)" or
-// "features out of range (..)". Used to fail a clip instead of throwing.
-std::string quantization_problem(DType dtype, const float* x, size_t n);
+// "" when an array of `shape` (its floats `x`) can be stored as `dtype` (always
+// for fp16/bf16/fp32), else the reason, starting with a fixed tag:
+// "non-finite features (..)" or "features out of range (..)". Used to fail a
+// clip instead of throwing.
+std::string quantization_problem(DType dtype, const std::vector<int64_t>& shape, const float* x);
 
 // OCP FP8 E4M3FN (bias 7, no infinities, NaN = S.1111.111, max 448): the value
 // of a code (exact in float32), and the code of a float: round to nearest even,

@@ -22,8 +22,15 @@ constexpr char kMagic[4] = {'E', 'V', 'L', 'R'};
 constexpr size_t kFixedHeader = 56;  // bytes before the strings
 constexpr size_t kAlign = 64;
 constexpr size_t kMaxDims = 8;
-constexpr uint8_t kMaxDTypeCode = 5;
+constexpr uint8_t kMaxDTypeCode = 7;
 constexpr uint32_t kFirstQuantizedVersion = 2;  // int8/fp8 (codes 4, 5) appeared in version 2
+constexpr uint32_t kFirstOutlierVersion = 3;    // with outlier channels (codes 6, 7): version 3
+
+// The first format version that has dtype `code` (1 for fp16/bf16/fp32).
+uint32_t first_version_of(DType dtype) {
+  if (has_outlier_channels(dtype)) return kFirstOutlierVersion;
+  return is_quantized(dtype) ? kFirstQuantizedVersion : 1;
+}
 
 // The checksum of a record of `version` (FORMAT.md "Record value"): XXH64 with
 // seed 0 in version 1; XXH3-64 (seed 0, default secret) from version 2, several
@@ -69,6 +76,8 @@ size_t dtype_size(DType dtype) {
       return 4;
     case DType::kI8:
     case DType::kFP8:
+    case DType::kI8V2:
+    case DType::kFP8V2:
       return 1;
   }
   EVL_THROW(Error, "unknown dtype code ", static_cast<int>(dtype));
@@ -83,8 +92,10 @@ std::string to_string(DType dtype) {
     case DType::kF32:
       return "fp32";
     case DType::kI8:
+    case DType::kI8V2:
       return "int8";
     case DType::kFP8:
+    case DType::kFP8V2:
       return "fp8";
   }
   return "dtype(" + std::to_string(static_cast<int>(dtype)) + ")";
@@ -100,7 +111,7 @@ DType parse_dtype(const std::string& name) {
 }
 
 size_t array_bytes(DType dtype, const std::vector<int64_t>& shape) {
-  if (is_quantized(dtype)) return quant_layout(shape).bytes;
+  if (is_quantized(dtype)) return quant_layout(dtype, shape).bytes;
   return static_cast<size_t>(product(shape)) * dtype_size(dtype);
 }
 
@@ -282,8 +293,8 @@ RecordView decode_record(const void* data, size_t size, const std::string& where
     EVL_CHECK(ndim <= kMaxDims, where, ": array '", name, "' has ", int(ndim), " dims");
     const bool quantized = is_quantized(v.dtype);
     if (quantized) {
-      EVL_CHECK(version >= kFirstQuantizedVersion, where, ": array '", name, "' has dtype ",
-                to_string(v.dtype), ", which format version ", version,
+      EVL_CHECK(version >= first_version_of(v.dtype), where, ": array '", name, "' has dtype ",
+                to_string(v.dtype), " (code ", int(code), "), which format version ", version,
                 " does not have (corrupt record)");
       const uint16_t group = get<uint16_t>(p + pos + 2);
       EVL_CHECK(group == kQuantGroup, where, ": array '", name, "' is quantized in groups of ",
@@ -304,7 +315,8 @@ RecordView decode_record(const void* data, size_t size, const std::string& where
               "' has an empty channel axis");
     EVL_CHECK(nbytes == array_bytes(v.dtype, v.shape), where, ": array '", name, "' has ", nbytes,
               " bytes but shape ", shape_str(v.shape), " of ", to_string(v.dtype),
-              quantized ? " (codes + fp16 scales)" : "", " needs ", array_bytes(v.dtype, v.shape));
+              quantized ? " (codes, fp16 scales, column scales)" : "", " needs ",
+              array_bytes(v.dtype, v.shape));
     EVL_CHECK(offset >= header_size && offset <= size - 8 && nbytes <= size - 8 - offset, where,
               ": array '", name, "' data [", offset, ", +", nbytes, ") lies outside the value");
     v.data = p + offset;
@@ -381,12 +393,9 @@ Array make_array(DType dtype, std::vector<int64_t> shape, const float* values, s
   EVL_CHECK(static_cast<size_t>(a.numel()) == n, "make_array: shape ", shape_str(a.shape),
             " holds ", a.numel(), " values, got ", n);
   if (is_quantized(dtype)) {
-    const QuantLayout l = quant_layout(a.shape);
-    a.bytes.assign(l.bytes, 0);
-    std::vector<uint16_t> scales(static_cast<size_t>(l.rows * l.groups));
-    quantize(dtype, values, l.rows, l.width, a.bytes.data(), scales.data());
-    if (!scales.empty())
-      std::memcpy(a.bytes.data() + l.scales_offset, scales.data(), scales.size() * 2);
+    a.bytes.assign(quant_layout(dtype, a.shape).bytes, 0);
+    const std::string why = quantize_array(dtype, a.shape, values, a.bytes.data());
+    EVL_CHECK(why.empty(), why);
     return a;
   }
   a.bytes.resize(n * dtype_size(dtype));
@@ -402,7 +411,7 @@ Array make_array(DType dtype, std::vector<int64_t> shape, const float* values, s
 
 void to_float32(const ArrayView& view, float* out) {
   if (is_quantized(view.dtype)) {
-    dequantize_rows(view, 0, quant_layout(view.shape).rows, out);
+    dequantize_rows(view, 0, quant_layout(view.dtype, view.shape).rows, out);
     return;
   }
   const size_t n = static_cast<size_t>(view.numel());

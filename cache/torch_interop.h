@@ -23,6 +23,8 @@ inline torch::ScalarType torch_dtype(DType d) {
       return torch::kFloat;
     case DType::kI8:
     case DType::kFP8:
+    case DType::kI8V2:
+    case DType::kFP8V2:
       break;
   }
   EVL_THROW(Error, "dtype ", to_string(d),

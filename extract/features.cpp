@@ -65,15 +65,15 @@ ViewFeatures backbone_features(ClipVisionImpl& model, const torch::Tensor& image
 
 torch::Tensor round_through_storage(const torch::Tensor& t, cache::DType dtype) {
   if (cache::is_quantized(dtype)) {
-    // Groups run along the last axis only, so quantizing this tensor gives the
-    // values of the same rows quantized inside a record's (M, T, L, C) array.
+    // Groups run along the last axis and outlier channels per slice of the
+    // first axis: for a block's (V, T, L, C) that is per view, the same rows
+    // and slices as inside each view's record array (M, T, L, C), so this gives
+    // the values a reader of the record gets.
     EVL_CHECK(t.dim() >= 1 && t.size(-1) >= 1, "round_through_storage: ", cache::to_string(dtype),
               " needs a channel axis, got ", t.sizes());
     const torch::Tensor c = t.to(torch::kCPU, torch::kFloat).contiguous();
     torch::Tensor out = torch::empty_like(c);
-    const int64_t width = c.size(-1);
-    cache::quantize_roundtrip(dtype, c.data_ptr<float>(), c.numel() / width, width,
-                              out.data_ptr<float>());
+    cache::quantize_roundtrip(dtype, c.sizes().vec(), c.data_ptr<float>(), out.data_ptr<float>());
     return out;
   }
   const auto st = cache::torch_dtype(dtype);

@@ -53,7 +53,7 @@ std::string storage_problem(const ViewFeatures& f, cache::DType dtype,
     for (size_t i = 0; i < tensors->size(); ++i) {
       const torch::Tensor c = (*tensors)[i].to(torch::kCPU, torch::kFloat).contiguous();
       const std::string why =
-          cache::quantization_problem(dtype, c.data_ptr<float>(), static_cast<size_t>(c.numel()));
+          cache::quantization_problem(dtype, c.sizes().vec(), c.data_ptr<float>());
       if (!why.empty()) return str(why, " (", name, " of block ", blocks[i], ")");
     }
   return "";

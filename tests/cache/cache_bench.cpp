@@ -53,8 +53,8 @@ Record make_record(const Manifest& m, int64_t clip) {
   uint64_t s = static_cast<uint64_t>(clip) * 0x9e3779b97f4a7c15ULL + 1;
   for (const auto& [name, shape] : expected_arrays(m)) {
     Array a{m.dtype, shape, {}};
-    // int8/fp8: the quantized payload (codes, padding, fp16 scales; quantize.h).
-    a.bytes.resize(is_quantized(a.dtype) ? quant_layout(shape).bytes
+    // int8/fp8: the quantized payload (codes, padding, fp16 scales, exponents; quantize.h).
+    a.bytes.resize(is_quantized(a.dtype) ? quant_layout(a.dtype, shape).bytes
                                          : static_cast<size_t>(a.numel()) * dtype_size(a.dtype));
     for (size_t i = 0; i + 8 <= a.bytes.size(); i += 8) {
       s = s * 6364136223846793005ULL + 1442695040888963407ULL;

@@ -1,7 +1,8 @@
 // The corruption catalogue (docs/ARCHITECTURE.md §8): bad magic, future version, wrong shape,
 // truncated value, flipped payload byte, duplicate key and mismatched
 // provenance on merge; for int8/fp8 records also a flipped code byte, a flipped
-// scale byte, a quantized dtype in a version-1 record and an unknown group size.
+// scale byte, a flipped column scale, a quantized dtype in a version-1
+// record, outlier channels in a version-2 record and an unknown group size.
 // Each must be an evl::Error naming the shard and key, from the reader, from
 // verify_cache, and from `evl_cache verify` (exit 1).
 #include <gtest/gtest.h>
@@ -83,7 +84,7 @@ std::pair<size_t, QuantLayout> x_payload(const std::vector<uint8_t>& v) {
   const RecordView r = decode_record(v.data(), v.size(), "test");
   const ArrayView& x = r.array("x");
   return {static_cast<size_t>(static_cast<const uint8_t*>(x.data) - v.data()),
-          quant_layout(x.shape)};
+          quant_layout(x.dtype, x.shape)};
 }
 
 // Offset of the first array descriptor ("x", written first) in an encoded record.
@@ -124,7 +125,21 @@ TEST(Corruption, QuantizedRecordsAreCoveredByTheChecksum) {
        [](const Manifest& m, const std::string& k) {
          auto v = valid(m, k);
          const auto [offset, layout] = x_payload(v);
-         v[offset + layout.bytes - 1] ^= 0x40;
+         v[offset + layout.columns_offset - 1] ^= 0x40;
+         return v;
+       }},
+      {"flipped column scale", "checksum mismatch",
+       [](const Manifest& m, const std::string& k) {
+         auto v = valid(m, k);
+         const auto [offset, layout] = x_payload(v);
+         v[offset + layout.bytes - 1] ^= 0x01;  // the last slice's last channel
+         return v;
+       }},
+      {"outlier channels in a version-2 record", "format version 2 does not have",
+       [](const Manifest& m, const std::string& k) {
+         auto v = valid(m, k);
+         v[4] = 2;
+         rehash(v);
          return v;
        }},
       {"quantized dtype in a version-1 record", "format version 1 does not have",
@@ -160,10 +175,10 @@ TEST(Corruption, EveryCaseNamesShardAndKey) {
          v[0] = 'X';
          return v;
        }},
-      {"future version", "format version 3",
+      {"future version", "format version 4",
        [](const Manifest& m, const std::string& k) {
          auto v = valid(m, k);
-         v[4] = 3;
+         v[4] = 4;
          return v;
        }},
       {"wrong shape", "has shape",

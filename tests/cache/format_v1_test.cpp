@@ -17,6 +17,7 @@
 #include "cache/cache_tools.h"
 #include "cache_test_util.h"
 #include "common/check.h"
+#include "tests/support/quant_reference.h"
 #include "tests/support/test_support.h"
 
 using namespace evl::cache;
@@ -78,7 +79,8 @@ std::vector<uint8_t> v1_record(const std::string& key, const std::string& video_
     pos += 4 + a.name.size();
     v[pos] = a.code;
     v[pos + 1] = static_cast<uint8_t>(a.shape.size());
-    pos += 4;  // + 2 reserved zero bytes
+    if (a.code >= 4) put_le<uint16_t>(v, pos + 2, 64);  // the v2 quantization group
+    pos += 4;                                           // + 2 reserved zero bytes (v1)
     for (const int64_t d : a.shape) {
       put_le<int64_t>(v, pos, d);
       pos += 8;
@@ -196,8 +198,9 @@ TEST(FormatV1, QuantizedDtypesNeedVersion2) {
   const std::vector<uint8_t> codes(64 + 2, 0);
   const auto v = v1_record("0000000000/000", "a", "b", 0, 0, 0, {{"x", 4, {1, 64}, codes}});
   const std::string err = evl::test::error_of([&] { decode_record(v.data(), v.size(), "here"); });
-  EXPECT_NE(err.find("here: array 'x' has dtype int8, which format version 1 does not have"),
-            std::string::npos)
+  EXPECT_NE(
+      err.find("here: array 'x' has dtype int8 (code 4), which format version 1 does not have"),
+      std::string::npos)
       << err;
   // A v1 manifest saying int8.
   std::string text = v1_manifest(tiny_manifest(), 2);
@@ -206,10 +209,45 @@ TEST(FormatV1, QuantizedDtypesNeedVersion2) {
               Manifest::from_json(text, "m.json");
             }).find("'int8' needs format version 2"),
             std::string::npos);
-  // Unknown codes stay unknown.
-  const auto bad = v1_record("0000000000/000", "a", "b", 0, 0, 0, {{"x", 6, {1}, {0}}}, 2);
+  // Unknown codes stay unknown; codes 6, 7 (with outlier channels) need version 3.
+  const auto bad = v1_record("0000000000/000", "a", "b", 0, 0, 0, {{"x", 8, {1}, {0}}}, 2);
   EXPECT_NE(evl::test::error_of([&] {
               decode_record(bad.data(), bad.size(), "here");
-            }).find("unknown dtype code 6"),
+            }).find("unknown dtype code 8"),
             std::string::npos);
+  const auto early = v1_record("0000000000/000", "a", "b", 0, 0, 0,
+                               {{"x", 6, {1, 64}, std::vector<uint8_t>(64 + 2 + 128, 0)}}, 2);
+  EXPECT_NE(evl::test::error_of([&] {
+              decode_record(early.data(), early.size(), "here");
+            }).find("format version 2 does not have"),
+            std::string::npos);
+}
+
+// Version-2 int8/fp8 records (dtype codes 4, 5: codes and fp16 group scales,
+// no outlier channels), built from the version-2 tables, read to
+// code * scale as version 2 defined it.
+TEST(FormatV2, QuantizedRecordsWithoutExponentsStillRead) {
+  const int64_t rows = 3, width = 96;  // groups of 64 and 32 channels
+  for (const uint8_t code : {uint8_t{4}, uint8_t{5}}) {
+    std::vector<uint8_t> payload(up64(rows * width) + 2 * rows * 2, 0);
+    std::vector<double> want(rows * width);
+    for (int64_t i = 0; i < rows * width; ++i) {
+      payload[static_cast<size_t>(i)] = static_cast<uint8_t>((i * 37) % 120);  // valid in both
+      const int64_t r = i / width, g = (i % width) / 64;
+      const uint16_t scale = static_cast<uint16_t>(0x2000 + 97 * (r * 2 + g));  // fp16 bits
+      std::memcpy(payload.data() + up64(rows * width) + 2 * (r * 2 + g), &scale, 2);
+      const double q = code == 4 ? double(static_cast<int8_t>(payload[static_cast<size_t>(i)]))
+                                 : evl::test::ocp_e4m3(payload[static_cast<size_t>(i)]);
+      want[static_cast<size_t>(i)] =
+          double(static_cast<float>(q) * static_cast<float>(evl::test::half_value(scale)));
+    }
+    const auto v =
+        v1_record("0000000000/000", "a", "b", 0, 0, 0, {{"x", code, {1, rows, width}, payload}}, 2);
+    const RecordView r = decode_record(v.data(), v.size(), "here");
+    const ArrayView& x = r.array("x");
+    EXPECT_EQ(to_string(x.dtype), code == 4 ? "int8" : "fp8");
+    std::vector<float> got(static_cast<size_t>(rows * width));
+    to_float32(x, got.data());
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(double(got[i]), want[i]) << i;
+  }
 }

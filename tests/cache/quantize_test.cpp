@@ -7,9 +7,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <iostream>
 #include <limits>
 #include <vector>
 
@@ -253,19 +255,14 @@ TEST_P(Codec, FollowsTheSchemeWithinItsBound) {
 
 TEST_P(Codec, RoundtripIsWhatAReaderGets) {
   const DType dtype = GetParam();
-  const int64_t rows = 12, width = 160;
-  const auto x = hard_features(rows, width, 3);
-  const Quantized q = run_quantize(dtype, x, rows, width);
-  std::vector<float> want(x.size()), got(x.size()), in_place = x;
-  // The reader's values, from codes and scales as stored (the reference decode).
-  for (size_t i = 0; i < x.size(); ++i) {
-    const int64_t r = static_cast<int64_t>(i) / width, c = static_cast<int64_t>(i) % width;
-    const double s = half_value(q.scales[static_cast<size_t>(r * 3 + c / 64)]);
-    const double v = dtype == DType::kI8 ? static_cast<int8_t>(q.codes[i]) : ocp_e4m3(q.codes[i]);
-    want[i] = static_cast<float>(v) * static_cast<float>(s);
-  }
-  quantize_roundtrip(dtype, x.data(), rows, width, got.data());
-  quantize_roundtrip(dtype, in_place.data(), rows, width, in_place.data());
+  const std::vector<int64_t> shape = {3, 4, 160};  // 3 slices of 4 rows
+  const auto x = hard_features(12, 160, 3);
+  // The reader's values: the payload as stored, decoded by the reference.
+  const std::vector<float> want =
+      evl::test::reference_dequantize(make_array(dtype, shape, x.data(), x.size()));
+  std::vector<float> got(x.size()), in_place = x;
+  quantize_roundtrip(dtype, shape, x.data(), got.data());
+  quantize_roundtrip(dtype, shape, in_place.data(), in_place.data());
   EXPECT_EQ(got, want);
   EXPECT_EQ(in_place, want);
 }
@@ -273,10 +270,11 @@ TEST_P(Codec, RoundtripIsWhatAReaderGets) {
 TEST_P(Codec, RefusesNonFiniteAndOutOfRangeValues) {
   const DType dtype = GetParam();
   std::vector<float> x = evl::cache::testing::synth_values(1, 2 * 100);
-  EXPECT_EQ(quantization_problem(dtype, x.data(), x.size()), "");
+  const std::vector<int64_t> shape = {2, 100};
+  EXPECT_EQ(quantization_problem(dtype, shape, x.data()), "");
   x[150] = std::numeric_limits<float>::quiet_NaN();
   x[3] = -std::numeric_limits<float>::infinity();
-  const std::string why = quantization_problem(dtype, x.data(), x.size());
+  const std::string why = quantization_problem(dtype, shape, x.data());
   EXPECT_EQ(why.rfind("non-finite features (1 NaN, 1 inf", 0), 0u) << why;
   EXPECT_NE(why.find(to_string(dtype)), std::string::npos) << why;
   std::vector<uint8_t> codes(x.size());
@@ -286,42 +284,83 @@ TEST_P(Codec, RefusesNonFiniteAndOutOfRangeValues) {
             }).find("non-finite features"),
             std::string::npos);
   EXPECT_NE(evl::test::error_of([&] {
-              make_array(dtype, {2, 100}, x.data(), x.size());
+              make_array(dtype, shape, x.data(), x.size());
             }).find("non-finite features"),
             std::string::npos);
-  // The largest storable magnitude is 65504 * Q (the largest fp16 scale).
+  // The group codec alone stores at most 65504 * Q (the largest fp16 scale).
   const float limit = 65504.0f * (dtype == DType::kI8 ? 127.0f : 448.0f);
   std::vector<float> big(64, 1.0f);
-  big[7] = limit;
-  EXPECT_EQ(quantization_problem(dtype, big.data(), big.size()), "");
   big[7] = std::nextafter(limit * 1.0001f, 1e30f);
-  EXPECT_EQ(quantization_problem(dtype, big.data(), big.size()).rfind("features out of range", 0),
-            0u);
   EXPECT_NE(evl::test::error_of([&] {
               quantize(dtype, big.data(), 1, 64, codes.data(), scales.data());
             }).find("features out of range"),
             std::string::npos);
+  // An outlier channel's column scale has the same limit; version-2 storage
+  // (no outlier channels) the same too.
+  std::vector<float> rows(9 * 64, 1.0f);
+  for (int r = 0; r < 9; ++r) rows[static_cast<size_t>(r * 64 + 7)] = 100.0f;  // an outlier
+  EXPECT_EQ(quantization_problem(dtype, {9, 64}, rows.data()), "");
+  rows[64 + 7] = 2 * limit;
+  EXPECT_EQ(quantization_problem(dtype, {9, 64}, rows.data()).rfind("features out of range", 0),
+            0u);
+  const DType v2 = dtype == DType::kI8 ? DType::kI8V2 : DType::kFP8V2;
+  EXPECT_EQ(quantization_problem(v2, {9, 64}, rows.data()).rfind("features out of range", 0), 0u);
   // fp16/bf16/fp32 store anything.
-  EXPECT_EQ(quantization_problem(DType::kF16, x.data(), x.size()), "");
+  EXPECT_EQ(quantization_problem(DType::kF16, shape, x.data()), "");
 }
 
-TEST_P(Codec, PayloadLayoutIsCodesThenAlignedScales) {
+TEST_P(Codec, PayloadLayoutIsCodesThenAlignedScalesThenColumnScales) {
   const DType dtype = GetParam();
-  const std::vector<int64_t> shape = {2, 3, 5, 160};  // R = 30 rows, G = 3
-  const auto x = hard_features(30, 160, 8);
+  const std::vector<int64_t> shape = {2, 3, 5, 160};  // R = 30 rows in 2 slices, G = 3
+  auto x = hard_features(30, 160, 8);
+  // Outlier channels: 5 in slice 0 (rows 0-14), 131 in slice 1 (rows 15-29).
+  for (int64_t r = 0; r < 30; ++r) x[static_cast<size_t>(r * 160 + (r < 15 ? 5 : 131))] *= 300.0f;
   const Array a = make_array(dtype, shape, x.data(), x.size());
   const size_t codes = 30 * 160, aligned = (codes + 63) / 64 * 64;
-  ASSERT_EQ(a.bytes.size(), aligned + 2 * 30 * 3);
+  ASSERT_EQ(a.bytes.size(), aligned + 2 * 30 * 3 + 2 * 2 * 160);
   EXPECT_EQ(array_bytes(dtype, shape), a.bytes.size());
-  const Quantized q = run_quantize(dtype, x, 30, 160);
-  EXPECT_EQ(std::memcmp(a.bytes.data(), q.codes.data(), codes), 0);
-  for (size_t i = codes; i < aligned; ++i) ASSERT_EQ(a.bytes[i], 0) << "padding byte " << i;
+  // Column scales: nonzero exactly for the outlier channels FORMAT.md's rule
+  // picks (found by sorting here), each the smallest fp16 >= its absmax / Q.
+  const std::vector<bool> outlier = evl::test::reference_outliers(shape, x.data());
+  EXPECT_TRUE(outlier[5] && outlier[160 + 131]);
+  const double qmax = dtype == DType::kI8 ? 127.0 : 448.0;
+  std::vector<uint16_t> col(2 * 160);
+  std::memcpy(col.data(), a.bytes.data() + aligned + 2 * 30 * 3, col.size() * 2);
+  for (size_t i = 0; i < col.size(); ++i) {
+    if (!outlier[i]) {
+      ASSERT_EQ(col[i], 0) << "channel " << i % 160 << " of slice " << i / 160;
+      continue;
+    }
+    float amax = 0;
+    for (size_t r = i / 160 * 15; r < i / 160 * 15 + 15; ++r)
+      amax = std::max(amax, std::fabs(x[r * 160 + i % 160]));
+    const double want = static_cast<double>(amax / static_cast<float>(qmax));
+    ASSERT_GE(half_value(col[i]), want);
+    ASSERT_LT(half_value(static_cast<uint16_t>(col[i] - 1)), want);
+  }
+  // The groups: the codec of the other channels (outlier channels zeroed, so
+  // they do not count in any group's amax).
+  std::vector<float> rest = x;
+  for (size_t i = 0; i < rest.size(); ++i)
+    if (outlier[i / (15 * 160) * 160 + i % 160]) rest[i] = 0;
+  const Quantized q = run_quantize(dtype, rest, 30, 160);
+  expect_scheme(dtype, rest, 30, 160, q);
   EXPECT_EQ(std::memcmp(a.bytes.data() + aligned, q.scales.data(), q.scales.size() * 2), 0);
-  // A view's rows, alone.
+  for (size_t i = 0; i < codes; ++i) {
+    if (!outlier[i / (15 * 160) * 160 + i % 160]) {
+      ASSERT_EQ(a.bytes[i], q.codes[i]) << i;
+    }
+  }
+  for (size_t i = codes; i < aligned; ++i) ASSERT_EQ(a.bytes[i], 0) << "padding byte " << i;
+  EXPECT_EQ(evl::test::check_within_bound(a, x.data()), "");
+  // A view's rows, alone, also across the slice boundary (rows 14, 15).
   std::vector<float> all(x.size()), part(2 * 160);
   to_float32(ArrayView{a.dtype, a.shape, a.bytes.data()}, all.data());
-  dequantize_rows(ArrayView{a.dtype, a.shape, a.bytes.data()}, 7, 2, part.data());
-  EXPECT_EQ(std::vector<float>(all.begin() + 7 * 160, all.begin() + 9 * 160), part);
+  EXPECT_EQ(all, evl::test::reference_dequantize(a));
+  for (const int64_t first : {7, 14}) {
+    dequantize_rows(ArrayView{a.dtype, a.shape, a.bytes.data()}, first, 2, part.data());
+    EXPECT_EQ(std::vector<float>(all.begin() + first * 160, all.begin() + (first + 2) * 160), part);
+  }
   EXPECT_NE(evl::test::error_of([&] {
               dequantize_rows(ArrayView{a.dtype, a.shape, a.bytes.data()}, 29, 2, part.data());
             }).find("outside"),
@@ -330,6 +369,52 @@ TEST_P(Codec, PayloadLayoutIsCodesThenAlignedScales) {
               make_array(dtype, {}, x.data(), 1);
             }).find("needs a last (channel) axis"),
             std::string::npos);
+}
+
+// What outlier channels are for: a channel 100x the others on every token
+// (CLIP's residual stream has a few) no longer coarsens the 63 channels of its
+// group, and a few high-norm rows (10x) keep their precision too. Version-2
+// storage (no outlier channels, still readable) is the comparison.
+TEST_P(Codec, ChannelAndTokenOutliersKeepTheRestPrecise) {
+  const DType dtype = GetParam();
+  const DType v2 = dtype == DType::kI8 ? DType::kI8V2 : DType::kFP8V2;
+  const int64_t rows = 256, width = 128;
+  std::vector<float> x = evl::cache::testing::synth_values(5, static_cast<size_t>(rows * width));
+  for (int64_t r = 0; r < rows; ++r) x[static_cast<size_t>(r * width + 9)] = 100.0f;
+  for (const int64_t r : {17, 200})
+    for (int64_t c = 0; c < width; ++c) x[static_cast<size_t>(r * width + c)] *= 10.0f;
+  // Relative RMS error over the ordinary entries, and over the high-norm rows.
+  auto errors = [&](DType d) {
+    const Array a = make_array(d, {rows, width}, x.data(), x.size());
+    EXPECT_EQ(evl::test::check_within_bound(a, x.data()), "") << to_string(d);
+    const std::vector<float> back = evl::test::reference_dequantize(a);
+    double err = 0, ref = 0, high_err = 0, high_ref = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < width; ++c) {
+        const size_t i = static_cast<size_t>(r * width + c);
+        const double e = (back[i] - double(x[i])) * (back[i] - double(x[i]));
+        const double v = double(x[i]) * x[i];
+        if (r == 17 || r == 200) {
+          high_err += e, high_ref += v;
+        } else if (c != 9) {
+          err += e, ref += v;
+        }
+      }
+    return std::pair{std::sqrt(err / ref), std::sqrt(high_err / high_ref)};
+  };
+  const auto [with, with_high] = errors(dtype);
+  const auto [without, without_high] = errors(v2);
+  std::cout << to_string(dtype) << " ordinary entries rel RMS " << with
+            << " (version 2: " << without << "), high-norm rows " << with_high
+            << " (version 2: " << without_high << ")\n";
+  // int8: uniform rounding of x/s, s ~ amax/127: about 1/(127 sqrt(12)) * amax/rms;
+  // fp8: 3 mantissa bits, about 2^-4 / sqrt(3) at worst.
+  const double plain = dtype == DType::kI8 ? 0.01 : 0.04;
+  EXPECT_LT(with, plain);
+  EXPECT_LT(with_high, plain);
+  if (dtype == DType::kI8) {
+    EXPECT_GT(without, 5 * with);  // the group's scale set by the 100x channel
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Int8AndFp8, Codec, ::testing::Values(DType::kI8, DType::kFP8),

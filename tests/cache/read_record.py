@@ -6,10 +6,10 @@ python3-xxhash, following cache/FORMAT.md (no evl code). Usage:
 
 Prints the record's header fields and array shapes as JSON on stdout. With
 --dump, writes each array's raw payload bytes (as stored; for int8/fp8 the codes,
-their padding and the fp16 scales) to OUT_DIR/<name>.raw and its float32 values
-(dequantized for int8/fp8) to OUT_DIR/<name>.f32. The checksum is always
-verified: XXH3-64 (python3-xxhash) for version-2 records, XXH64 (implemented
-below in pure Python) for version 1. Reads format versions 1 and 2.
+their padding, the fp16 scales and column scales) to OUT_DIR/<name>.raw
+and its float32 values (dequantized for int8/fp8) to OUT_DIR/<name>.f32. The
+checksum is always verified: XXH3-64 (python3-xxhash) from version 2, XXH64
+(implemented below in pure Python) in version 1. Reads format versions 1 to 3.
 """
 import json
 import os
@@ -74,12 +74,17 @@ def xxh64(data, seed=0):
     return h ^ (h >> 32)
 
 
-# Codes 4 and 5 (format version 2) are group-quantized: 1-byte codes + fp16 scales.
+# Codes 4 and 5 (format version 2) are group-quantized: 1-byte codes + fp16
+# scales; 6 and 7 (version 3) add fp16 column scales of outlier channels.
 DTYPES = {1: np.dtype('<f2'), 2: np.dtype('<u2'), 3: np.dtype('<f4'),  # 2: bfloat16 bits
-          4: np.dtype('i1'), 5: np.dtype('u1')}  # 4: int8 codes, 5: fp8 e4m3 codes
-DTYPE_NAMES = {1: 'fp16', 2: 'bf16', 3: 'fp32', 4: 'int8', 5: 'fp8'}
-QUANTIZED = (4, 5)
-VERSION = 2
+          4: np.dtype('i1'), 5: np.dtype('u1'),  # 4: int8 codes, 5: fp8 e4m3 codes
+          6: np.dtype('i1'), 7: np.dtype('u1')}
+DTYPE_NAMES = {1: 'fp16', 2: 'bf16', 3: 'fp32', 4: 'int8', 5: 'fp8', 6: 'int8', 7: 'fp8'}
+QUANTIZED = (4, 5, 6, 7)
+INT8_CODES = (4, 6)
+WITH_COLUMNS = (6, 7)
+FIRST_VERSION = {4: 2, 5: 2, 6: 3, 7: 3}
+VERSION = 3
 
 
 def e4m3_values():
@@ -93,10 +98,11 @@ def e4m3_values():
 
 
 class Quantized:
-    """A quantized array as stored: codes (shape), scales (shape[:-1] + (G,)), group."""
+    """A quantized array as stored: codes (shape), scales (shape[:-1] + (G,)), group,
+    and column scales (S, C) float16 (0: the group's) or None (version-2 codes 4, 5)."""
 
-    def __init__(self, codes, scales, group):
-        self.codes, self.scales, self.group = codes, scales, group
+    def __init__(self, codes, scales, group, columns=None):
+        self.codes, self.scales, self.group, self.columns = codes, scales, group, columns
         self.shape, self.dtype = codes.shape, codes.dtype
 
     def tobytes(self):
@@ -132,7 +138,7 @@ def decode(value, where):
         (group,) = struct.unpack_from('<H', value, pos + 2); pos += 4
         shape = struct.unpack_from(f'<{ndim}q', value, pos); pos += 8 * ndim
         offset, nbytes = struct.unpack_from('<QQ', value, pos); pos += 16
-        if code not in DTYPES or (code in QUANTIZED and version < 2):
+        if code not in DTYPES or version < FIRST_VERSION.get(code, 1):
             raise ValueError(f'{where}: array {name} has dtype code {code}')
         dt = DTYPES[code]
         numel = int(np.prod(shape, dtype=np.int64))
@@ -143,6 +149,10 @@ def decode(value, where):
             groups = -(-shape[-1] // group)
             scale_offset = -(-numel // 64) * 64
             want = scale_offset + 2 * (numel // shape[-1]) * groups
+            # then (codes 6, 7) fp16 column scales, C per slice; S = shape[0] for >= 3 dims
+            slices = (shape[0] if ndim >= 3 else 1) if code in WITH_COLUMNS else 0
+            column_offset = want
+            want += 2 * slices * shape[-1]
         else:
             want = numel * dt.itemsize
         if nbytes != want or offset + nbytes > size - 8:
@@ -151,7 +161,11 @@ def decode(value, where):
         if code in QUANTIZED:
             scales = np.frombuffer(value, dtype='<f2', count=(numel // shape[-1]) * groups,
                                    offset=offset + scale_offset)
-            a = Quantized(a, scales.reshape(tuple(shape[:-1]) + (groups,)), group)
+            columns = None
+            if code in WITH_COLUMNS:
+                columns = np.frombuffer(value, dtype='<f2', count=slices * shape[-1],
+                                        offset=offset + column_offset).reshape(slices, shape[-1])
+            a = Quantized(a, scales.reshape(tuple(shape[:-1]) + (groups,)), group, columns)
         arrays[name] = (code, a)
     header = dict(key=key, video_id=video_id, view=view, label=label, clip_index=clip,
                   view_index=view_index)
@@ -177,9 +191,15 @@ def to_float32(code, a):
     if code == 2:
         return (a.astype(np.uint32) << 16).view(np.float32)
     if code in QUANTIZED:
-        # x = float32(code value) * float32(scale): one float32 multiply per value.
-        codes = a.codes.astype(np.float32) if code == 4 else e4m3_values()[a.codes]
+        # x = float32(code value) * float32(scale): one float32 multiply per value,
+        # the scale being the column's for an outlier channel (codes 6, 7), else the group's.
+        codes = a.codes.astype(np.float32) if code in INT8_CODES else e4m3_values()[a.codes]
         scales = np.repeat(a.scales.astype(np.float32), a.group, axis=-1)[..., :a.shape[-1]]
+        if a.columns is not None:
+            s, c = a.columns.shape
+            cols = np.broadcast_to(a.columns.astype(np.float32)[:, None, :],
+                                   (s, scales.size // (s * c), c)).reshape(scales.shape)
+            scales = np.where(cols != 0, cols, scales)
         return codes * scales
     return a.astype(np.float32)
 

@@ -5,6 +5,7 @@
 // struct; header-only, no LibTorch.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -52,22 +53,37 @@ inline double e4m3_half_ulp(double v) {
 }
 
 // A quantized payload split per FORMAT.md: codes (numel bytes), then at
-// ceil(numel / 64) * 64 the fp16 scales, G = ceil(C / 64) per row of C.
+// ceil(numel / 64) * 64 the fp16 scales, G = ceil(C / 64) per row of C, then
+// for dtypes 6, 7 (int8, fp8 since version 3) the fp16 column scales, C per
+// slice (0: coded with its group); S = d0 slices of R / S rows for 3 or more
+// dims, else 1.
 struct QuantParts {
-  int64_t rows = 0, width = 0, groups = 0;
+  int64_t rows = 0, width = 0, groups = 0, slices = 0, slice_rows = 0;
+  bool columns = false;
   const uint8_t* codes = nullptr;
   std::vector<uint16_t> scales;  // rows * groups
+  std::vector<uint16_t> cols;    // slices * width (empty without outlier channels)
 
+  // The scale value c of row `row` is coded with: its column's or its group's.
   double scale(int64_t row, int64_t channel) const {
+    if (columns) {
+      const uint16_t col = cols[static_cast<size_t>(row / slice_rows * width + channel)];
+      if (col) return half_value(col);
+    }
     return half_value(scales[static_cast<size_t>(row * groups + channel / 64)]);
   }
   double code_value(cache::DType dtype, size_t i) const {
-    return dtype == cache::DType::kI8 ? static_cast<double>(static_cast<int8_t>(codes[i]))
-                                      : ocp_e4m3(codes[i]);
+    const bool int8 = dtype == cache::DType::kI8 || dtype == cache::DType::kI8V2;
+    return int8 ? static_cast<double>(static_cast<int8_t>(codes[i])) : ocp_e4m3(codes[i]);
   }
 };
 
-inline QuantParts split_quantized(const std::vector<int64_t>& shape, const uint8_t* payload) {
+inline bool spec_has_columns(cache::DType dtype) {
+  return static_cast<int>(dtype) == 6 || static_cast<int>(dtype) == 7;
+}
+
+inline QuantParts split_quantized(cache::DType dtype, const std::vector<int64_t>& shape,
+                                  const uint8_t* payload) {
   QuantParts p;
   int64_t numel = 1;
   for (const int64_t d : shape) numel *= d;
@@ -76,13 +92,21 @@ inline QuantParts split_quantized(const std::vector<int64_t>& shape, const uint8
   p.groups = (p.width + 63) / 64;
   p.codes = payload;
   p.scales.resize(static_cast<size_t>(p.rows * p.groups));
-  std::memcpy(p.scales.data(), payload + (numel + 63) / 64 * 64, p.scales.size() * 2);
+  const size_t scales_at = static_cast<size_t>((numel + 63) / 64 * 64);
+  std::memcpy(p.scales.data(), payload + scales_at, p.scales.size() * 2);
+  p.columns = spec_has_columns(dtype);
+  if (p.columns) {
+    p.slices = shape.size() >= 3 ? shape[0] : 1;
+    p.slice_rows = p.slices ? p.rows / p.slices : 0;
+    p.cols.resize(static_cast<size_t>(p.slices * p.width));
+    std::memcpy(p.cols.data(), payload + scales_at + p.scales.size() * 2, p.cols.size() * 2);
+  }
   return p;
 }
 
 // The float32 values a reader gets: float32(code value) * float32(scale).
 inline std::vector<float> reference_dequantize(const cache::Array& a) {
-  const QuantParts p = split_quantized(a.shape, a.bytes.data());
+  const QuantParts p = split_quantized(a.dtype, a.shape, a.bytes.data());
   std::vector<float> out(static_cast<size_t>(p.rows * p.width));
   for (size_t i = 0; i < out.size(); ++i) {
     const auto r = static_cast<int64_t>(i) / p.width, c = static_cast<int64_t>(i) % p.width;
@@ -91,19 +115,52 @@ inline std::vector<float> reference_dequantize(const cache::Array& a) {
   return out;
 }
 
-// The scheme's bound on |x - x'| for a value x whose group has scale s: s/2
-// (int8), s * half an E4M3 ulp at |x / s| (fp8), plus float32 rounding of the
-// quotient and the product (2^-22 |x|). s == 0 only for a group of zeros.
+// The outlier channels FORMAT.md says the writer picks, found by sorting: per
+// slice, channel c is one when E(median_c) > 0 and E(median_c) >= E_typ + 3,
+// with E the float32 exponent field, median_c the lower median (rank
+// floor((n-1)/2)) of |x| over the slice's rows, E_typ the lower median of the
+// E(median_c) over channels. Per slice, a flag per channel.
+inline std::vector<bool> reference_outliers(const std::vector<int64_t>& shape, const float* x) {
+  int64_t numel = 1;
+  for (const int64_t d : shape) numel *= d;
+  const int64_t width = shape.back(), rows = numel / width;
+  const int64_t slices = shape.size() >= 3 ? shape[0] : 1, per = slices ? rows / slices : 0;
+  auto field = [](float f) { return static_cast<int>((bits_of_float(f) >> 23) & 0xff); };
+  std::vector<bool> out(static_cast<size_t>(slices * width));
+  std::vector<float> column(static_cast<size_t>(per));
+  for (int64_t s = 0; s < slices; ++s) {
+    std::vector<int> fields(static_cast<size_t>(width));
+    for (int64_t c = 0; c < width; ++c) {
+      for (int64_t r = 0; r < per; ++r)
+        column[static_cast<size_t>(r)] = std::fabs(x[(s * per + r) * width + c]);
+      std::sort(column.begin(), column.end());
+      fields[static_cast<size_t>(c)] = field(column[static_cast<size_t>((per - 1) / 2)]);
+    }
+    std::vector<int> sorted = fields;
+    std::sort(sorted.begin(), sorted.end());
+    const int typical = sorted[static_cast<size_t>((width - 1) / 2)];
+    for (int64_t c = 0; c < width; ++c) {
+      const int f = fields[static_cast<size_t>(c)];
+      out[static_cast<size_t>(s * width + c)] = f > 0 && f >= typical + 3;
+    }
+  }
+  return out;
+}
+
+// The scheme's bound on |x - x'| for a value x coded with scale s: s/2 (int8),
+// s * half an E4M3 ulp at |x / s| (fp8), plus float32 rounding of the quotient
+// and the product (2^-22 |x|). s == 0 only for a group of zeros.
 inline double scheme_bound(cache::DType dtype, double x, double s) {
   if (s == 0) return 0;
-  const double q = dtype == cache::DType::kI8 ? 0.5 : e4m3_half_ulp(x / s);
+  const bool int8 = dtype == cache::DType::kI8 || dtype == cache::DType::kI8V2;
+  const double q = int8 ? 0.5 : e4m3_half_ulp(x / s);
   return q * s + std::ldexp(std::fabs(x), -22);
 }
 
 // "" when every value of quantized `a` is within scheme_bound of `x` (the
 // features it was made from, numel floats), else the first violation.
 inline std::string check_within_bound(const cache::Array& a, const float* x) {
-  const QuantParts p = split_quantized(a.shape, a.bytes.data());
+  const QuantParts p = split_quantized(a.dtype, a.shape, a.bytes.data());
   const std::vector<float> back = reference_dequantize(a);
   for (size_t i = 0; i < back.size(); ++i) {
     const auto r = static_cast<int64_t>(i) / p.width, c = static_cast<int64_t>(i) % p.width;
