@@ -345,12 +345,16 @@ std::string CompareReport::to_text() const {
   std::string out = side_line("A (reference)", reference) + side_line("B (candidate)", candidate);
   out += str("compared: ", compared_records, " of ", common_records, " common records, ",
              compared_clips, " clips", limit > 0 ? str(" (--limit ", limit, ")") : "", "\n\n");
-  out += "decoder inputs, B against A    rel RMS   max |B-A|\n";
+  auto line = [&](const std::string& label, const std::string& a, const std::string& b) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "  %-32s %-10s  %s", label.c_str(), a.c_str(), b.c_str());
+    std::string text = buf;
+    out += text.erase(text.find_last_not_of(' ') + 1) + "\n";
+  };
+  out += "decoder inputs, B against A\n";
+  line("", "rel RMS", "max |B-A|");
   auto row = [&](const std::string& label, const ArrayError& e) {
-    char buf[128];
-    std::snprintf(buf, sizeof buf, "  %-28s %9.3e   %9.3e\n", label.c_str(), e.rel_rms(),
-                  e.max_abs);
-    out += buf;
+    line(label, fmt("%.3e", e.rel_rms()), fmt("%.3e", e.max_abs));
   };
   for (const auto& e : layers) {
     row(str("block ", e.block, " x"), e.x);
@@ -362,17 +366,16 @@ std::string CompareReport::to_text() const {
   row("all layers k", k);
   if (head) {
     const HeadAgreement& h = *head;
-    out += str("\nhead '", h.checkpoint, "' (fuse ", h.fuse, "): ", h.clips, " clips fused, ",
-               h.skipped_clips, " skipped (views differ between A and B)\n");
-    out += str("  max |B-A| of the fused ", h.fuse == "prob" ? "probabilities" : "logits", "  ",
-               fmt("%.3e", h.max_abs_diff), "\n");
-    out += str("  top-1 agreement  ", fmt("%.2f%%", 100 * h.top1_agreement), " of ", h.clips,
-               " clips\n");
+    out += str("\nhead '", h.checkpoint, "' (fuse ", h.fuse, "): ", h.clips,
+               " clips fused in both, ", h.skipped_clips, " skipped (their views differ)\n");
+    line(h.fuse == "prob" ? "max |B-A| of a fused probability" : "max |B-A| of a fused logit",
+         fmt("%.3e", h.max_abs_diff), "");
+    line("top-1 agreement", fmt("%.2f%%", 100 * h.top1_agreement), str("(", h.clips, " clips)"));
     if (h.labelled > 0)
-      out += str("  top-1 accuracy   A ", fmt("%.2f%%", 100 * h.top1_reference), "  B ",
-                 fmt("%.2f%%", 100 * h.top1_candidate), "  (", h.labelled, " labelled clips)\n");
+      line("top-1 accuracy", str("A ", fmt("%.2f%%", 100 * h.top1_reference)),
+           str("B ", fmt("%.2f%%", 100 * h.top1_candidate), "  (", h.labelled, " labelled clips)"));
     else
-      out += "  top-1 accuracy   no labelled clips\n";
+      line("top-1 accuracy", "no labelled clips", "");
   }
   if (!failures.empty()) out += "\n";
   for (const auto& f : failures) out += "check failed: " + f + "\n";
