@@ -1,11 +1,15 @@
-// evl_cache: inspect, check, join and export feature caches.
+// evl_cache: inspect, check, join, export and compare feature caches.
 //   evl_cache info DIR [--json] | verify DIR | merge OUT IN... | export DIR --h5 OUT.h5 [--limit N]
+//           | compare A B [--checkpoint FILE] [--limit N] [--fuse prob|logits] [--json[=FILE]]
+// (compare lives in evaluate/cache_compare.h: it needs LibTorch for Q/K and the head.)
 #include <iostream>
 
 #include "cache/cache_tools.h"
+#include "common/atomic_file.h"
 #include "common/check.h"
 #include "common/cli.h"
 #include "common/progress.h"
+#include "evaluate/cache_compare.h"
 
 namespace po = boost::program_options;
 using namespace evl::cache;
@@ -14,15 +18,43 @@ namespace {
 
 struct CacheToolConfig {
   std::vector<std::string> args;  // subcommand then its operands
-  bool json = false;
+  std::string json;  // "-": print JSON on stdout; a path: write it there (info, compare)
   std::string h5;
   int64_t limit = -1;
+  evl::CompareConfig compare;  // compare's options (its limit is `limit`)
 };
 
 const evl::cli::Tool kTool{
-    "evl_cache", "inspect, verify, merge and export evl feature caches",
+    "evl_cache", "inspect, verify, merge, export and compare evl feature caches",
     "evl_cache info DIR [--json] | verify DIR | merge OUT IN... | export DIR --h5 OUT.h5 "
-    "[--limit N]"};
+    "[--limit N] | compare A B [--checkpoint FILE] [--limit N] [--fuse prob|logits] "
+    "[--max-rel-rms X] [--min-top1-agreement Y] [--json[=FILE]]"};
+
+// --json: to stdout ("-"), into a file, or nowhere ("").
+void write_json(const std::string& target, const std::string& text) {
+  if (target == "-")
+    std::cout << text;
+  else if (!target.empty())
+    evl::write_file_atomic(target, text);
+}
+
+// The table on stdout unless the JSON goes there; exit 1 when a check failed.
+int run_compare(CacheToolConfig cfg, const std::vector<std::string>& rest) {
+  EVL_CHECK_USAGE(rest.size() == 2, "usage: evl_cache compare A B [--checkpoint FILE] [options]",
+                  cfg.json.empty() || cfg.json == "-"
+                      ? ""
+                      : " (--json took '" + cfg.json + "' as its FILE: write --json=FILE)");
+  cfg.compare.reference = rest[0];
+  cfg.compare.candidate = rest[1];
+  cfg.compare.limit = cfg.limit;
+  const evl::CompareReport report = evl::compare_caches(cfg.compare);
+  const bool json_on_stdout = cfg.json == "-";
+  if (!json_on_stdout) std::cout << report.to_text();
+  write_json(cfg.json, report.to_json());
+  if (json_on_stdout)  // the table, which lists them, was not printed
+    for (const auto& f : report.failures) std::cerr << "check failed: " << f << "\n";
+  return report.failures.empty() ? 0 : 1;
+}
 
 int run_verify(const std::string& dir) {
   evl::Progress progress("verify", -1, "records");
@@ -41,11 +73,22 @@ int main(int argc, char** argv) {
     CacheToolConfig cfg;
     po::options_description opts("evl_cache");
     opts.add_options()("args", po::value(&cfg.args)->multitoken(),
-                       "subcommand (info, verify, merge, export) and its operands")(
-        "json", po::bool_switch(&cfg.json), "info: print JSON")("h5", po::value(&cfg.h5),
-                                                                "export: output HDF5 file")(
+                       "subcommand (info, verify, merge, export, compare) and its operands")(
+        "json", po::value(&cfg.json)->implicit_value("-"),
+        "info, compare: JSON on stdout, or with --json=FILE into FILE")("h5", po::value(&cfg.h5),
+                                                                        "export: output HDF5 file")(
         "limit", po::value(&cfg.limit)->default_value(cfg.limit),
-        "export: at most N records (-1: all)");
+        "export: at most N records; compare: the first N common clips (-1: all)")(
+        "checkpoint", po::value(&cfg.compare.checkpoint),
+        "compare: also run this EVL head on both caches")(
+        "fuse", po::value(&cfg.compare.fuse)->default_value(cfg.compare.fuse),
+        "compare: view fusion, prob | logits (as evl_eval)")(
+        "batch-size", po::value(&cfg.compare.batch_size)->default_value(cfg.compare.batch_size),
+        "compare: clip-views per batch")(
+        "max-rel-rms", po::value(&cfg.compare.max_rel_rms),
+        "compare: exit 1 when any array of any layer has a larger relative RMS error")(
+        "min-top1-agreement", po::value(&cfg.compare.min_top1_agreement),
+        "compare: exit 1 when the head's top-1 agreement is lower (a fraction)");
     po::positional_options_description pos;
     pos.add("args", -1);
     po::variables_map vm;
@@ -54,9 +97,10 @@ int main(int argc, char** argv) {
     const std::string cmd = cfg.args[0];
     const std::vector<std::string> rest(cfg.args.begin() + 1, cfg.args.end());
     if (cmd == "info") {
-      EVL_CHECK_USAGE(rest.size() == 1, "usage: evl_cache info DIR [--json]");
+      EVL_CHECK_USAGE(rest.size() == 1, "usage: evl_cache info DIR [--json[=FILE]]");
       const CacheInfo info = cache_info(rest[0]);
-      std::cout << (cfg.json ? info.to_json() : info.to_text());
+      if (cfg.json != "-") std::cout << info.to_text();
+      write_json(cfg.json, info.to_json());
       return 0;
     }
     if (cmd == "verify") {
@@ -76,7 +120,8 @@ int main(int argc, char** argv) {
       std::cout << "exported " << n << " records to " << cfg.h5 << "\n";
       return 0;
     }
+    if (cmd == "compare") return run_compare(cfg, rest);
     EVL_THROW(evl::UsageError, "unknown subcommand '", cmd,
-              "' (expected info, verify, merge or export)");
+              "' (expected info, verify, merge, export or compare)");
   });
 }
