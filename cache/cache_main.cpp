@@ -1,8 +1,13 @@
-// evl_cache: inspect, check, join and export feature caches.
+// evl_cache: inspect, check, join, export and convert feature caches.
 //   evl_cache info DIR [--json] | verify DIR | merge OUT IN... | export DIR --h5 OUT.h5 [--limit N]
+//             | convert IN OUT --dtype D [--store S] [--force] [--threads N]
+// convert exits 3 when some records failed (OUT/failures.tsv), 4 when interrupted.
+#include <atomic>
+#include <csignal>
 #include <iostream>
 
 #include "cache/cache_tools.h"
+#include "cache/convert.h"
 #include "common/check.h"
 #include "common/cli.h"
 #include "common/progress.h"
@@ -17,12 +22,16 @@ struct CacheToolConfig {
   bool json = false;
   std::string h5;
   int64_t limit = -1;
+  std::string dtype, store;  // convert: target dtype; storage ("": the source's)
+  bool force = false;
+  int threads = 0;
 };
 
 const evl::cli::Tool kTool{
-    "evl_cache", "inspect, verify, merge and export evl feature caches",
+    "evl_cache", "inspect, verify, merge, export and convert evl feature caches",
     "evl_cache info DIR [--json] | verify DIR | merge OUT IN... | export DIR --h5 OUT.h5 "
-    "[--limit N]"};
+    "[--limit N] | convert IN OUT --dtype int8|fp8|fp16|bf16|fp32 [--store qk|compact] "
+    "[--force] [--threads N]"};
 
 int run_verify(const std::string& dir) {
   evl::Progress progress("verify", -1, "records");
@@ -34,6 +43,31 @@ int run_verify(const std::string& dir) {
   return report.ok() ? 0 : 1;
 }
 
+constexpr int kExitSomeFailed = 3;  // as evl_extract
+constexpr int kExitInterrupted = 4;
+
+std::atomic<bool> g_stop{false};
+extern "C" void on_signal(int) { g_stop = true; }
+
+int run_convert(const CacheToolConfig& cfg, const std::vector<std::string>& rest) {
+  EVL_CHECK_USAGE(rest.size() == 2 && !cfg.dtype.empty(),
+                  "usage: evl_cache convert IN OUT --dtype D [--store S] [--force] [--threads N]");
+  ConvertOptions o{rest[0], rest[1], parse_dtype(cfg.dtype), std::nullopt, cfg.force, cfg.threads};
+  if (!cfg.store.empty()) o.storage = parse_storage_mode(cfg.store);
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
+  const ConvertSummary s = convert_cache(o, &g_stop);
+  std::cout << "converted " << s.converted << " records, skipped " << s.skipped
+            << " already present, " << s.failed << " failed, of " << s.records << " into " << o.out
+            << " (" << s.bytes_written / 1048576.0 << " MiB in " << s.seconds << " s)\n";
+  if (s.failed > 0) std::cout << "failed records are listed in " << s.failures_file << "\n";
+  if (s.interrupted) {
+    std::cerr << "interrupted: converted records are committed; rerun the same command to resume\n";
+    return kExitInterrupted;
+  }
+  return s.failed > 0 ? kExitSomeFailed : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -41,11 +75,17 @@ int main(int argc, char** argv) {
     CacheToolConfig cfg;
     po::options_description opts("evl_cache");
     opts.add_options()("args", po::value(&cfg.args)->multitoken(),
-                       "subcommand (info, verify, merge, export) and its operands")(
+                       "subcommand (info, verify, merge, export, convert) and its operands")(
         "json", po::bool_switch(&cfg.json), "info: print JSON")("h5", po::value(&cfg.h5),
                                                                 "export: output HDF5 file")(
         "limit", po::value(&cfg.limit)->default_value(cfg.limit),
-        "export: at most N records (-1: all)");
+        "export: at most N records (-1: all)")(
+        "dtype", po::value(&cfg.dtype), "convert: output dtype (int8, fp8, fp16, bf16, fp32)")(
+        "store", po::value(&cfg.store),
+        "convert: output storage qk | compact (default: the input's)")(
+        "force", po::bool_switch(&cfg.force), "convert: also to a dtype wider than the input's")(
+        "threads", po::value(&cfg.threads)->default_value(cfg.threads),
+        "convert: records converted at once (0: all cores)");
     po::positional_options_description pos;
     pos.add("args", -1);
     po::variables_map vm;
@@ -76,7 +116,8 @@ int main(int argc, char** argv) {
       std::cout << "exported " << n << " records to " << cfg.h5 << "\n";
       return 0;
     }
+    if (cmd == "convert") return run_convert(cfg, rest);
     EVL_THROW(evl::UsageError, "unknown subcommand '", cmd,
-              "' (expected info, verify, merge or export)");
+              "' (expected info, verify, merge, export or convert)");
   });
 }

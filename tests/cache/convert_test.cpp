@@ -3,7 +3,8 @@
 // decoded with the compiler's _Float16, fp8 within each group's bound, fp16
 // through _Float16, compact -> qk Q/K against a float64 LayerNorm + projection
 // of the stored weights; resume after an interruption and --threads against an
-// uninterrupted serial run (the same record bytes); the refusals; failures.tsv.
+// uninterrupted serial run (the same record bytes); the refusals; failures.tsv;
+// and the evl_cache binary's flags and exit codes.
 #include "cache/convert.h"
 
 #include <gtest/gtest.h>
@@ -215,6 +216,8 @@ std::string usage_error(const ConvertOptions& o) {
 void expect_contains(const std::string& text, const std::vector<std::string>& parts) {
   for (const auto& p : parts) EXPECT_NE(text.find(p), std::string::npos) << p << " in: " << text;
 }
+
+std::string quoted(const std::string& s) { return "'" + s + "'"; }
 
 }  // namespace
 
@@ -491,4 +494,62 @@ TEST(Convert, UnstorableAndCorruptRecordsAreListedAndTheRestConverted) {
   EXPECT_EQ(again.skipped, 5);
   EXPECT_EQ(again.failed, 3);
   EXPECT_EQ(evl::test::slurp(out + "/failures.tsv"), tsv);
+}
+
+TEST(Convert, ToolFlagsAndExitCodes) {
+  TempDir dir("convert_tool");
+  const std::string in = dir / "fp16", tool = evl::test::tool("evl_cache");
+  write_source(in, manifest(StorageMode::kCompact, DType::kF16), {2});
+  auto run = [&](const std::string& args) {
+    return evl::test::run(quoted(tool) + " " + args, dir.path());
+  };
+  const auto help = run("--help");
+  EXPECT_EQ(help.code, 0);
+  expect_contains(help.out, {"convert IN OUT --dtype", "--store", "--force", "--threads"});
+
+  const auto ok = run("convert " + quoted(in) + " " + quoted(dir / "int8") +
+                      " --dtype int8 --store qk --threads 2");
+  EXPECT_EQ(ok.code, 0) << ok.err;
+  expect_contains(ok.out, {"converted 4 records", "0 failed"});
+  EXPECT_EQ(run("verify " + quoted(dir / "int8")).code, 0);
+  expect_contains(run("info " + quoted(dir / "int8")).out,
+                  {"qk, int8", "converted ", "from fp16 compact"});
+  // Rerun: resumes, nothing to do.
+  const auto again =
+      run("convert " + quoted(in) + " " + quoted(dir / "int8") + " --dtype int8 --store qk");
+  EXPECT_EQ(again.code, 0) << again.err;
+  expect_contains(again.out, {"converted 0 records, skipped 4"});
+
+  for (const std::string& args :
+       {"convert " + quoted(in) + " " + quoted(dir / "x"),  // no --dtype
+        "convert " + quoted(in) + " --dtype int8",          // no OUT
+        "convert " + quoted(in) + " " + quoted(dir / "x") + " --dtype int4",
+        "convert " + quoted(in) + " " + quoted(dir / "x") + " --dtype int8 --store packed",
+        "convert " + quoted(in) + " " + quoted(dir / "x") + " --dtype fp32",  // upgrade
+        "convert " + quoted(dir / "int8") + " " + quoted(dir / "x") +
+            " --dtype int8 --store compact"}) {
+    const auto r = run(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(dir / "x"));
+  const auto forced =
+      run("convert " + quoted(in) + " " + quoted(dir / "x") + " --dtype fp32 --force");
+  EXPECT_EQ(forced.code, 0) << forced.err;
+  EXPECT_EQ(run("convert " + quoted(dir / "nope") + " " + quoted(dir / "y") + " --dtype int8").code,
+            1);
+
+  // Some records cannot be stored: exit 3, the failures listed.
+  const std::string nan = dir / "nan";
+  write_source(nan, manifest(StorageMode::kQK, DType::kF32), {2}, [](Record& r) {
+    const float v = std::numeric_limits<float>::infinity();
+    for (auto& [name, a] : r.arrays)
+      if (r.key == make_key(1, 1) && name == "q") std::memcpy(a.bytes.data(), &v, 4);
+  });
+  const auto failed = run("convert " + quoted(nan) + " " + quoted(dir / "nan8") + " --dtype fp8");
+  EXPECT_EQ(failed.code, 3) << failed.err;
+  expect_contains(failed.out, {"1 failed", "failures.tsv"});
+  expect_contains(evl::test::slurp(dir / "nan8/failures.tsv"),
+                  {"0000000001/001\tnon-finite features (0 NaN, 1 inf", "(q of block 2)"});
+  EXPECT_EQ(run("verify " + quoted(dir / "nan8")).code, 0);
 }
