@@ -405,10 +405,10 @@ TEST(Convert, ResumeAndThreadsGiveTheBytesOfAnUninterruptedSerialRun) {
   expect_contains(evl::test::error_of([&] { CacheReader r(resumed); }), {"the manifest says 0"});
   EXPECT_FALSE(verify_cache(resumed).ok());
   EXPECT_EQ(raw_records(resumed).size(), 4u);
-  // A torn record (as if the disk had lost it) is redone, not skipped.
-  std::string torn = raw_records(resumed).at(make_key(1, 0));
-  torn[200] ^= 0x5a;
-  poke(resumed + "/" + shard_name(0, 2), make_key(1, 0), {torn.begin(), torn.end()});
+  // A committed record that no longer verifies (a flipped byte) is redone, not skipped.
+  std::string flipped = raw_records(resumed).at(make_key(1, 0));
+  flipped[200] ^= 0x5a;
+  poke(resumed + "/" + shard_name(0, 2), make_key(1, 0), {flipped.begin(), flipped.end()});
 
   // A rerun with other settings or another source refuses, naming the field.
   expect_contains(usage_error(options(in, resumed, DType::kFP8, StorageMode::kQK)),
