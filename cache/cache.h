@@ -180,6 +180,16 @@ struct Manifest {
     int64_t records = 0;
   };
   std::vector<Shard> shards;
+  // Re-encodings by `evl_cache convert` (cache/convert.h), oldest first; empty
+  // for a cache evl_extract wrote (manifest.json then has no "conversions").
+  struct Conversion {
+    std::string from;  // the source cache directory, absolute
+    DType from_dtype = DType::kF16;
+    StorageMode from_storage = StorageMode::kQK;
+    uint32_t from_format_version = kFormatVersion;
+    std::string tool_version, created;  // of the conversion
+  };
+  std::vector<Conversion> conversions;
 
   int64_t views_per_clip() const {
     return train_views > 0 ? train_views : temporal_views * spatial_views;
@@ -193,7 +203,10 @@ struct Manifest {
 // Throws evl::Error naming the first field where `found` differs from `expected`
 // in the provenance that determines features: backbone hash and architecture,
 // layers, storage, frames, stride, sampling, views, input size, mean/std.
-// `fields` restricts the comparison (empty: all of them).
+// `fields` restricts the comparison (empty: all of them). Compared only when
+// named: dtype, has_inputs, seed, list_file, num_clips, format_version and
+// "conversions" (the chain of from_dtype/from_storage/from_format_version, the
+// re-encodings the values went through; not their directories or dates).
 void check_matches(const Manifest& expected, const Manifest& found, const std::string& where,
                    const std::vector<std::string>& fields = {});
 

@@ -1,10 +1,15 @@
-// evl_cache: inspect, check, join, export and compare feature caches.
+// evl_cache: inspect, check, join, export, convert and compare feature caches.
 //   evl_cache info DIR [--json] | verify DIR | merge OUT IN... | export DIR --h5 OUT.h5 [--limit N]
+//           | convert IN OUT --dtype D [--store S] [--force] [--threads N]
 //           | compare A B [--checkpoint FILE] [--limit N] [--fuse prob|logits] [--json[=FILE]]
+// convert exits 3 when some records failed (OUT/failures.tsv), 4 when interrupted.
 // (compare lives in evaluate/cache_compare.h: it needs LibTorch for Q/K and the head.)
+#include <atomic>
+#include <csignal>
 #include <iostream>
 
 #include "cache/cache_tools.h"
+#include "cache/convert.h"
 #include "common/atomic_file.h"
 #include "common/check.h"
 #include "common/cli.h"
@@ -22,12 +27,16 @@ struct CacheToolConfig {
   std::string h5;
   int64_t limit = -1;
   evl::CompareConfig compare;  // compare's options (its limit is `limit`)
+  std::string dtype, store;    // convert: target dtype; storage ("": the source's)
+  bool force = false;
+  int threads = 0;
 };
 
 const evl::cli::Tool kTool{
-    "evl_cache", "inspect, verify, merge, export and compare evl feature caches",
+    "evl_cache", "inspect, verify, merge, export, convert and compare evl feature caches",
     "evl_cache info DIR [--json] | verify DIR | merge OUT IN... | export DIR --h5 OUT.h5 "
-    "[--limit N] | compare A B [--checkpoint FILE] [--limit N] [--fuse prob|logits] "
+    "[--limit N] | convert IN OUT --dtype int8|fp8|fp16|bf16|fp32 [--store qk|compact] "
+    "[--force] [--threads N] | compare A B [--checkpoint FILE] [--limit N] [--fuse prob|logits] "
     "[--max-rel-rms X] [--min-top1-agreement Y] [--json[=FILE]]"};
 
 // --json: to stdout ("-"), into a file, or nowhere ("").
@@ -66,6 +75,31 @@ int run_verify(const std::string& dir) {
   return report.ok() ? 0 : 1;
 }
 
+constexpr int kExitSomeFailed = 3;  // as evl_extract
+constexpr int kExitInterrupted = 4;
+
+std::atomic<bool> g_stop{false};
+extern "C" void on_signal(int) { g_stop = true; }
+
+int run_convert(const CacheToolConfig& cfg, const std::vector<std::string>& rest) {
+  EVL_CHECK_USAGE(rest.size() == 2 && !cfg.dtype.empty(),
+                  "usage: evl_cache convert IN OUT --dtype D [--store S] [--force] [--threads N]");
+  ConvertOptions o{rest[0], rest[1], parse_dtype(cfg.dtype), std::nullopt, cfg.force, cfg.threads};
+  if (!cfg.store.empty()) o.storage = parse_storage_mode(cfg.store);
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
+  const ConvertSummary s = convert_cache(o, &g_stop);
+  std::cout << "converted " << s.converted << " records, skipped " << s.skipped
+            << " already present, " << s.failed << " failed, of " << s.records << " into " << o.out
+            << " (" << s.bytes_written / 1048576.0 << " MiB in " << s.seconds << " s)\n";
+  if (s.failed > 0) std::cout << "failed records are listed in " << s.failures_file << "\n";
+  if (s.interrupted) {
+    std::cerr << "interrupted: converted records are committed; rerun the same command to resume\n";
+    return kExitInterrupted;
+  }
+  return s.failed > 0 ? kExitSomeFailed : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -73,7 +107,7 @@ int main(int argc, char** argv) {
     CacheToolConfig cfg;
     po::options_description opts("evl_cache");
     opts.add_options()("args", po::value(&cfg.args)->multitoken(),
-                       "subcommand (info, verify, merge, export, compare) and its operands")(
+                       "subcommand (info, verify, merge, export, convert, compare) and its operands")(
         "json", po::value(&cfg.json)->implicit_value("-"),
         "info, compare: JSON on stdout, or with --json=FILE into FILE")("h5", po::value(&cfg.h5),
                                                                         "export: output HDF5 file")(
@@ -88,7 +122,13 @@ int main(int argc, char** argv) {
         "max-rel-rms", po::value(&cfg.compare.max_rel_rms),
         "compare: exit 1 when any array of any layer has a larger relative RMS error")(
         "min-top1-agreement", po::value(&cfg.compare.min_top1_agreement),
-        "compare: exit 1 when the head's top-1 agreement is lower (a fraction)");
+        "compare: exit 1 when the head's top-1 agreement is lower (a fraction)")(
+        "dtype", po::value(&cfg.dtype), "convert: output dtype (int8, fp8, fp16, bf16, fp32)")(
+        "store", po::value(&cfg.store),
+        "convert: output storage qk | compact (default: the input's)")(
+        "force", po::bool_switch(&cfg.force), "convert: also to a dtype wider than the input's")(
+        "threads", po::value(&cfg.threads)->default_value(cfg.threads),
+        "convert: records converted at once (0: all cores)");
     po::positional_options_description pos;
     pos.add("args", -1);
     po::variables_map vm;
@@ -120,8 +160,9 @@ int main(int argc, char** argv) {
       std::cout << "exported " << n << " records to " << cfg.h5 << "\n";
       return 0;
     }
+    if (cmd == "convert") return run_convert(cfg, rest);
     if (cmd == "compare") return run_compare(cfg, rest);
     EVL_THROW(evl::UsageError, "unknown subcommand '", cmd,
-              "' (expected info, verify, merge, export or compare)");
+              "' (expected info, verify, merge, export, convert or compare)");
   });
 }

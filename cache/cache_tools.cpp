@@ -129,6 +129,10 @@ std::string CacheInfo::to_text() const {
      << " train\n"
      << "created      " << m.created << " by evl " << m.tool_version << " from '" << m.list_file
      << "'\n";
+  for (const auto& c : m.conversions)
+    os << "converted    " << c.created << " by evl " << c.tool_version << " from "
+       << to_string(c.from_dtype) << " " << to_string(c.from_storage) << " (format version "
+       << c.from_format_version << ") '" << c.from << "'\n";
   for (const auto& s : shards)
     os << "  " << s.name << "  " << s.records << " records  " << human_bytes(double(s.file_bytes))
        << "\n";
@@ -241,7 +245,8 @@ void merge_caches(const std::string& out_dir, const std::vector<std::string>& in
                                                "has_inputs",
                                                "seed",
                                                "list_file",
-                                               "num_clips"};
+                                               "num_clips",
+                                               "conversions"};
   std::vector<Manifest> manifests;
   std::map<std::string, std::string> seen;  // key -> "<input>/<shard>"
   std::string weights_bytes;

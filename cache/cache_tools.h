@@ -58,7 +58,10 @@ VerifyReport verify_cache(const std::string& dir,
 
 // Joins caches `inputs` (e.g. one per array-job task) into `out_dir` (must not
 // exist or be empty): every input's provenance must match the first's (all
-// fields of check_matches plus dtype, has_inputs, seed, list_file, num_clips),
+// fields of check_matches plus dtype, has_inputs, seed, list_file, num_clips
+// and the chain of conversions: caches made by `evl_cache convert` merge when
+// their values went through the same re-encodings, and the merged manifest
+// carries the first input's `conversions`, directories and dates included),
 // no key may appear twice, compact caches must carry identical qk_weights.evl.
 // Shards are copied compacted (mdb_env_copy2) and renumbered
 // features-<j>-of-<total>; the merged manifest lists them.

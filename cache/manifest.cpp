@@ -59,6 +59,17 @@ std::string Manifest::to_json() const {
       {"num_clips", num_clips},
       {"shards", shards_json},
   };
+  if (!conversions.empty()) {  // absent, not empty, for a cache evl_extract wrote
+    json list = json::array();
+    for (const auto& c : conversions)
+      list.push_back({{"from", c.from},
+                      {"from_dtype", to_string(c.from_dtype)},
+                      {"from_storage", to_string(c.from_storage)},
+                      {"from_format_version", c.from_format_version},
+                      {"tool_version", c.tool_version},
+                      {"created", c.created}});
+    j["conversions"] = list;
+  }
   if (is_quantized(dtype)) {  // the scheme the records' codes and scales follow (FORMAT.md)
     j["quantization"] = {
         {"scheme", kQuantScheme}, {"group", kQuantGroup}, {"scale_dtype", kQuantScaleDType}};
@@ -174,6 +185,28 @@ Manifest Manifest::from_json(const std::string& text, const std::string& where) 
               ": bad shard name '", sh.name, "'");
     m.shards.push_back(sh);
   }
+  // Optional: manifests written before evl_cache convert existed have none.
+  if (auto it = j.find("conversions"); it != j.end()) {
+    EVL_CHECK(it->is_array(), where, ": field 'conversions' is not an array");
+    for (const auto& c : *it) {
+      const std::string cw = where + " conversions[]";
+      Conversion conv;
+      std::string from_dtype, from_storage;
+      field(c, "from", conv.from, cw);
+      field(c, "from_dtype", from_dtype, cw);
+      field(c, "from_storage", from_storage, cw);
+      field(c, "from_format_version", conv.from_format_version, cw);
+      field(c, "tool_version", conv.tool_version, cw);
+      field(c, "created", conv.created, cw);
+      try {
+        conv.from_dtype = parse_dtype(from_dtype);
+        conv.from_storage = parse_storage_mode(from_storage);
+      } catch (const UsageError& e) {
+        EVL_THROW(Error, cw, ": ", e.what());
+      }
+      m.conversions.push_back(conv);
+    }
+  }
   for (size_t i = 1; i < m.layers.size(); ++i)
     EVL_CHECK(m.layers[i] > m.layers[i - 1], where, ": field 'layers' is not increasing");
   if (m.storage == StorageMode::kCompact)
@@ -242,6 +275,14 @@ void check_matches(const Manifest& expected, const Manifest& found, const std::s
     cmp("list_file", show(e.list_file), show(f.list_file));
     cmp("num_clips", show(e.num_clips), show(f.num_clips));
     cmp("format_version", show(e.format_version), show(f.format_version));
+    auto chain = [](const Manifest& m) {
+      json steps = json::array();
+      for (const auto& c : m.conversions)
+        steps.push_back(to_string(c.from_dtype) + " " + to_string(c.from_storage) + " v" +
+                        std::to_string(c.from_format_version));
+      return steps.dump();
+    };
+    cmp("conversions", chain(e), chain(f));
   }
 }
 

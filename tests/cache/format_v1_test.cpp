@@ -3,7 +3,8 @@
 // cache/FORMAT.md (its own header/table/alignment arithmetic, the compiler's
 // _Float16 for the values, xxhash for the checksum), not by evl's encoder, and
 // read through CacheReader, verify_cache, the loader-facing to_float32 and the
-// numpy reader. A v1 record or manifest naming a quantized dtype is refused.
+// numpy reader. A v1 record or manifest naming a quantized dtype is refused. A
+// v1 cache converts (evl_cache convert) into version-2 records.
 #include <gtest/gtest.h>
 #include <xxhash.h>
 
@@ -15,6 +16,7 @@
 
 #include "cache/cache.h"
 #include "cache/cache_tools.h"
+#include "cache/convert.h"
 #include "cache_test_util.h"
 #include "common/check.h"
 #include "tests/support/quant_reference.h"
@@ -191,6 +193,37 @@ TEST(FormatV1, CachesWrittenBeforeQuantizationStillReadAndVerify) {
     ASSERT_EQ(f32.size(), want.size() * 4) << name;
     EXPECT_EQ(std::memcmp(f32.data(), want.data(), f32.size()), 0) << name;
   }
+}
+
+TEST(FormatV1, ConvertsIntoAVersion2Cache) {
+  TempDir dir("v1_convert");
+  const auto values = write_v1_cache(dir / "v1");
+  ConvertOptions o;
+  o.in = dir / "v1";
+  o.out = dir / "int8";
+  o.dtype = DType::kI8;
+  o.threads = 2;
+  EXPECT_EQ(convert_cache(o).converted, 4);
+  const Manifest m = Manifest::load(o.out);
+  EXPECT_EQ(m.format_version, kFormatVersion);
+  ASSERT_EQ(m.conversions.size(), 1u);
+  EXPECT_EQ(m.conversions[0].from_format_version, 1u);
+  const CacheReader reader(o.out);
+  ASSERT_EQ(reader.size(), 4);
+  for (int64_t i = 0; i < reader.size(); ++i) {
+    const Record r = reader.get(i);
+    const std::vector<uint8_t> bytes = encode_record(r);
+    uint32_t version = 0;
+    std::memcpy(&version, bytes.data() + 4, 4);
+    EXPECT_EQ(version, kFormatVersion);
+    EXPECT_EQ(r.video_id, "old/clip" + std::to_string(r.clip_index) + ".mp4");
+    for (const char* name : {"x", "q", "k"})
+      EXPECT_EQ(evl::test::check_within_bound(r.array(name), values.at(r.key).at(name).data()), "")
+          << r.key << " " << name;
+    const auto& inputs = values.at(r.key).at("inputs");
+    EXPECT_EQ(std::memcmp(r.array("inputs").bytes.data(), inputs.data(), inputs.size() * 4), 0);
+  }
+  EXPECT_TRUE(verify_cache(o.out).ok());
 }
 
 TEST(FormatV1, QuantizedDtypesNeedVersion2) {

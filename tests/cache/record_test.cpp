@@ -333,6 +333,45 @@ TEST(Manifest, CheckMatchesNamesTheField) {
   expect_error_contains([&] { check_matches(a, b, "c", {"frames", "layers"}); }, {"'layers'"});
 }
 
+TEST(Manifest, ConversionsAreOptionalRoundTripAndComparedByChain) {
+  const Manifest plain = tiny_manifest();
+  EXPECT_EQ(plain.to_json().find("conversions"), std::string::npos);  // old manifests unchanged
+  EXPECT_TRUE(Manifest::from_json(plain.to_json(), "m.json").conversions.empty());
+  Manifest m = tiny_manifest(StorageMode::kQK, DType::kI8);
+  m.conversions = {
+      {"/data/k400-fp32", DType::kF32, StorageMode::kCompact, 1, "0.1", "2026-01-02T00:00:00Z"},
+      {"/data/k400-fp16", DType::kF16, StorageMode::kQK, 2, "0.2", "2026-01-03T00:00:00Z"}};
+  const std::string text = m.to_json();
+  EXPECT_NE(text.find("\"from_storage\": \"compact\""), std::string::npos) << text;
+  const Manifest back = Manifest::from_json(text, "m.json");
+  EXPECT_EQ(back.to_json(), text);
+  ASSERT_EQ(back.conversions.size(), 2u);
+  EXPECT_EQ(back.conversions[0].from, "/data/k400-fp32");
+  EXPECT_EQ(back.conversions[0].from_dtype, DType::kF32);
+  EXPECT_EQ(back.conversions[0].from_storage, StorageMode::kCompact);
+  EXPECT_EQ(back.conversions[0].from_format_version, 1u);
+  EXPECT_EQ(back.conversions[1].created, "2026-01-03T00:00:00Z");
+  std::string bad = text;
+  bad.replace(bad.find("\"from_dtype\": \"fp32\""), 20, "\"from_dtype\": \"fp64\"");
+  expect_error_contains([&] { Manifest::from_json(bad, "m.json"); },
+                        {"m.json conversions[]", "fp64"});
+  std::string missing = text;
+  missing.replace(missing.find("\"tool_version\": \"0.1\""), 14, "\"tool_versio\"");
+  expect_error_contains([&] { Manifest::from_json(missing, "m.json"); },
+                        {"m.json conversions[]", "'tool_version'"});
+  // Compared only by name, and only by the re-encodings (not directory or date).
+  Manifest other = m;
+  other.conversions[0].from = "/elsewhere";
+  other.conversions[1].created = "2027-01-01T00:00:00Z";
+  EXPECT_NO_THROW(check_matches(m, other, "c", {"conversions"}));
+  other.conversions[0].from_dtype = DType::kBF16;
+  EXPECT_NO_THROW(check_matches(m, other, "c"));
+  expect_error_contains([&] { check_matches(m, other, "c", {"conversions"}); },
+                        {"'conversions'", "bf16 compact v1", "fp32 compact v1"});
+  other.conversions.pop_back();
+  expect_error_contains([&] { check_matches(m, other, "c", {"conversions"}); }, {"'conversions'"});
+}
+
 TEST(Manifest, SaveIsAtomicAndLoadable) {
   TempDir dir("manifest");
   const Manifest m = tiny_manifest();

@@ -3,7 +3,8 @@
 // holding the values FORMAT.md's decode gives for the stored codes and scales
 // (tests/support/quant_reference.h, not evl's dequantizer), so compact mode
 // recomputes Q/K from the dequantized X exactly as from any other dtype; and
-// those values must lie within the scheme's bound of the features written.
+// those values must lie within the scheme's bound of the features written. A
+// cache converted by evl_cache convert loads as its source, within that bound.
 #include "train/cached_dataset.h"
 
 #include <gtest/gtest.h>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "cache/cache.h"
+#include "cache/convert.h"
 #include "common/check.h"
 #include "tests/support/quant_reference.h"
 #include "tests/support/test_support.h"
@@ -175,6 +177,71 @@ INSTANTIATE_TEST_SUITE_P(Int8AndFp8, QuantizedLoader,
                            return cache::to_string(std::get<0>(param_info.param)) + "_" +
                                   cache::to_string(std::get<1>(param_info.param));
                          });
+
+// A cache made by `evl_cache convert` (compact fp16 -> qk int8) loads like any
+// other, and its batches are the source cache's batches within the int8 bound of
+// each group's stored scale: X directly, Q/K (recomputed by convert with
+// compute_qk, by the source's loader with LibTorch) plus float32 noise far below it.
+TEST(ConvertedCache, LoadsAsTheSourceWithinEachGroupsBound) {
+  test::TempDir dir("converted_loader");
+  const std::string in = dir / "compact16", out = dir / "qk8";
+  cache::Manifest m = manifest(StorageMode::kCompact, DType::kF16);
+  {
+    cache::ShardWriter w(in + "/features-00000-of-00001");
+    for (int64_t clip = 0; clip < 2; ++clip)
+      for (int32_t view = 0; view < 2; ++view) {
+        cache::Record r;
+        r.key = cache::make_key(clip, view);
+        r.video_id = "v" + std::to_string(clip);
+        r.label = clip;
+        r.clip_index = clip;
+        r.view_index = view;
+        const auto [name, shape] = cache::expected_arrays(m)[0];
+        const auto x = features(shape, static_cast<uint64_t>(clip * 2 + view));
+        r.arrays.emplace_back(name, cache::make_array(DType::kF16, shape, x.data(), x.size()));
+        w.put(r);
+      }
+  }
+  m.shards = {{"features-00000-of-00001", 4}};
+  m.num_clips = 2;
+  m.save(in);
+  save_weights(in);
+  cache::ConvertOptions o;
+  o.in = in;
+  o.out = out;
+  o.dtype = DType::kI8;
+  o.storage = StorageMode::kQK;
+  EXPECT_EQ(cache::convert_cache(o).converted, 4);
+
+  const CachedDataset source(in, 0), converted(out, 0);
+  EXPECT_EQ(converted.manifest().storage, StorageMode::kQK);
+  const std::vector<int64_t> items = {3, 0, 2};
+  const FeatureBatch a = source.load(items), b = converted.load(items);
+  EXPECT_TRUE(torch::equal(a.labels, b.labels));
+  ASSERT_EQ(b.x.size(), 3u);
+  for (size_t row = 0; row < items.size(); ++row) {
+    const cache::Record rec = converted.reader().get(items[row]);
+    for (const auto& [name, got, want] :
+         {std::tuple{"x", &b.x, &a.x}, std::tuple{"q", &b.q, &a.q}, std::tuple{"k", &b.k, &a.k}}) {
+      const test::QuantParts p =
+          test::split_quantized(rec.array(name).dtype, rec.array(name).shape,
+                                rec.array(name).bytes.data());
+      const int64_t per = p.rows / 3;  // token rows per layer
+      for (int64_t layer = 0; layer < 3; ++layer) {
+        const torch::Tensor g = (*got)[layer][static_cast<int64_t>(row)].reshape({-1, kC});
+        const torch::Tensor w = (*want)[layer][static_cast<int64_t>(row)].reshape({-1, kC});
+        const auto ga = g.accessor<float, 2>(), wa = w.accessor<float, 2>();
+        for (int64_t t = 0; t < per; ++t)
+          for (int64_t c = 0; c < kC; ++c) {
+            const double s = p.scale(layer * per + t, c), v = wa[t][c];
+            const double bound = test::scheme_bound(DType::kI8, v, s) + 0.05 * s;
+            ASSERT_LE(std::fabs(ga[t][c] - v), bound)
+                << name << " layer " << layer << " token " << t << " channel " << c;
+          }
+      }
+    }
+  }
+}
 
 }  // namespace
 }  // namespace evl
