@@ -323,12 +323,39 @@ def section_cache(d, j):
             rows.append([f"read {label}: get_into vs memcpy", f"{fmt(r.get('get_into_mb_s'))} MB/s",
                          f"{fmt(r.get('memcpy_mb_s'))} MB/s",
                          pct(r["get_into_mb_s"] / r["memcpy_mb_s"])])
+        if r.get("get_into_two_pass_mb_s"):
+            rows.append([f"read {label}: two passes (checksum, then copy: get_into before issue "
+                         "15) vs pread", f"{fmt(r['get_into_two_pass_mb_s'])} MB/s",
+                         f"{fmt(r.get('pread_mb_s'))} MB/s",
+                         pct(r["get_into_two_pass_mb_s"] / r["pread_mb_s"])])
         if r.get("get_into_nochecksum_mb_s"):
             rows.append([f"read {label}: get_into without checksums vs pread",
                          f"{fmt(r['get_into_nochecksum_mb_s'])} MB/s",
                          f"{fmt(r.get('pread_mb_s'))} MB/s",
                          pct(r["get_into_nochecksum_mb_s"] / r["pread_mb_s"])])
+    cold = j.get("read_cold", {}).get("1t_shuffled")
+    if cold:
+        rows.append([f"read 1 thread, shuffled, cold page cache ({pct(cold.get('evicted_fraction'))}"
+                     " of both files evicted with posix_fadvise): get_into vs pread",
+                     f"{fmt(cold.get('get_into_mb_s'))} MB/s", f"{fmt(cold.get('pread_mb_s'))} MB/s",
+                     pct(cold.get("get_into_over_pread"))])
     d.table(["figure", "evl", "baseline", "ratio"], rows)
+    by_size = j.get("read_records", {})
+    if by_size:
+        d("Shuffled reads of the other record sizes, checksums verified, warm page cache; "
+          "baseline: pread() of the same bytes in the same order, in the same run:", "")
+        rows = []
+        for name, r in by_size.items():
+            for key in ("1t_shuffled", "2t_shuffled"):
+                x = r.get(key)
+                if not x:
+                    continue
+                rows.append([name, f"{fmt(r.get('record_bytes', 0) / 1048576)} MiB", key[0],
+                             f"{fmt(x.get('get_into_mb_s'))} MB/s", f"{fmt(x.get('pread_mb_s'))} MB/s",
+                             pct(x.get("get_into_over_pread")),
+                             pct(x.get("get_into_two_pass_over_pread"))])
+        d.table(["storage_dtype", "record", "threads", "get_into", "pread", "get_into/pread",
+                 "two passes/pread"], rows)
     res = []
     for key in ("1t_shuffled", "2t_shuffled"):
         r = read.get(key, {})
