@@ -17,8 +17,8 @@ import re
 import subprocess
 import sys
 
-ORDER = ["bench_backbone", "bench_decode", "bench_cache", "bench_extract", "bench_train",
-         "bench_ensemble"]
+ORDER = ["bench_backbone", "bench_decode", "bench_cache", "bench_extract", "bench_loader",
+         "bench_train", "bench_ensemble"]
 
 
 # ----------------------------------------------------------------------------- collect
@@ -464,6 +464,27 @@ def section_train(d, j):
       f"{rss}.", "")
 
 
+def section_loader(d, j):
+    d(f"`CachedDataset::load` (what `evl_train_head` calls every step) from the cache on disk to "
+      f"the float32 batch, checksums verified, {j.get('records')} records per cache, shuffled "
+      f"training batches of {j.get('batch')}, width {j.get('width')}, {j.get('grid')}x"
+      f"{j.get('grid')} grid, {j.get('frames')} frames, {j.get('layers')} layers; threads are "
+      f"LibTorch's (the loader is called from one thread, as the trainer does); page cache "
+      f"{j.get('page_cache', 'warm')}. Baseline: pread() of the same records' bytes in the same "
+      "order, in the same run. GB/s are of on-disk record bytes. Compact records hold X only: the "
+      "loader recomputes Q and K (LayerNorm + two C×C projections per layer), so compact trades "
+      "disk bytes for compute.", "")
+    rows = []
+    for r in j.get("rows", []):
+        rows.append([r.get("storage"), r.get("dtype"), r.get("threads"),
+                     f"{fmt(r.get('record_bytes', 0) / 1048576)} MiB"
+                     + (" (Q/K recomputed)" if r.get("qk_recomputed") else ""),
+                     fmt(r.get("samples_per_s")), f"{fmt(r.get('gb_s'))} GB/s",
+                     f"{fmt(r.get('pread_gb_s'))} GB/s", pct(r.get("over_pread"))])
+    d.table(["storage", "dtype", "threads", "bytes read per sample", "samples/s",
+             "loader", "pread", "loader/pread"], rows)
+
+
 def section_ensemble(d, j):
     k400 = " (Kinetics-400 validation size)" if j.get("n") == 19787 else ""
     d(f"{j.get('n')} videos × {j.get('k')} classes{k400}, weight step "
@@ -524,6 +545,7 @@ SECTIONS = [
     ("bench_decode", "Sparse decoding", section_decode),
     ("bench_cache", "Cache read/write and bytes per clip-view", section_cache),
     ("bench_extract", "End-to-end extraction", section_extract),
+    ("bench_loader", "Training loader: disk to the float32 batch", section_loader),
     ("bench_train", "Cached vs online training step", section_train),
     ("bench_ensemble", "Ensemble search", section_ensemble),
 ]
