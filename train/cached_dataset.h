@@ -9,7 +9,6 @@
 #include <torch/torch.h>
 
 #include <array>
-#include <functional>
 #include <memory>
 #include <vector>
 
@@ -39,7 +38,11 @@ class FeatureConverter {
   int64_t layers() const { return layers_; }  // M
   FeatureBatch allocate(int64_t batch) const;
   // Fills row `row` of `batch` from one record; checks array names and shapes.
-  void fill(const cache::RecordView& record, int64_t row, FeatureBatch& batch) const;
+  // With a `pass` (CacheReader::with_record_streamed), hashes each frame of the
+  // record just before converting it, so that verifying the checksum costs no
+  // second read of the record from memory; the caller finishes the pass.
+  void fill(const cache::RecordView& record, int64_t row, FeatureBatch& batch,
+            cache::ChecksumPass* pass = nullptr) const;
   // Convenience for evaluators: records -> a batch.
   FeatureBatch convert(const std::vector<cache::Record>& records) const;
 
@@ -47,8 +50,9 @@ class FeatureConverter {
   cache::Manifest manifest_;
   std::string where_;
   int64_t layers_ = 0, offset_ = 0, frames_ = 0, tokens_ = 0, width_ = 0;
-  void fill_quantized(const cache::RecordView& record, int64_t row, FeatureBatch& batch,
-                      const std::function<const cache::ArrayView&(const char*)>& find) const;
+  // Block `block` (T, L, C) of a record's array into `dst` (T, L, C) float32.
+  void convert_block(const cache::ArrayView& a, int64_t block, torch::Tensor dst,
+                     cache::ChecksumPass* pass) const;
 
   // Compact mode: per decoder layer (ln weight, ln bias, Wq, bq, Wk, bk).
   std::vector<std::array<torch::Tensor, 6>> qk_;
