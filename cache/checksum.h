@@ -15,6 +15,11 @@ namespace evl::cache {
 // The checksum of `n` bytes as a record of format `version` stores it.
 uint64_t record_checksum(uint32_t version, const void* data, size_t n);
 
+// Which build of XXH3 ChecksumPass streams with: "avx2" (evl's, on x86-64 CPUs
+// with AVX2; checksum.cpp says why) or "libxxhash" (the library's own, any
+// CPU). Both give the same value; for benchmark reports.
+const char* xxh3_stream_build();
+
 // Hashes one record's bytes [0, size - 8) in address order, in pieces, while
 // its reader walks it; finish() compares with the stored checksum (the last 8
 // bytes). The record must be one that decode_record accepted (its version
@@ -48,6 +53,7 @@ class ChecksumPass {
   const uint8_t* end_;  // the stored checksum (the end of the hashed bytes)
   uint32_t version_ = 0;
   bool enabled_ = true;
+  bool avx2_ = false;  // XXH3 through checksum_avx2.cpp
   // The xxHash streaming state (XXH3_state_t or XXH64_state_t), kept inline
   // so that a pass allocates nothing; checksum.cpp checks that it fits.
   alignas(64) unsigned char state_[640];

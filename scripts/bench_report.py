@@ -305,7 +305,10 @@ def section_cache(d, j):
     w = j.get("write", {})
     read = j.get("read", {})
     d(f"{j.get('records')} records of {fmt(j.get('record_bytes', 0) / 1048576)} MiB, warm page "
-      "cache. Baselines: write()+fdatasync and pread() of the same bytes in a plain file, and "
+      "cache, checksums verified"
+      + (f" (streamed with the {j['xxh3_stream']} build of XXH3, `cache/checksum.h`)"
+         if j.get("xxh3_stream") else "")
+      + ". Baselines: write()+fdatasync and pread() of the same bytes in a plain file, and "
       "memcpy, in the same run.", "")
     rows = []
     if w:

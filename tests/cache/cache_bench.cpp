@@ -21,6 +21,7 @@
 
 #include "cache/cache.h"
 #include "cache/cache_tools.h"
+#include "cache/checksum.h"
 #include "cache/quantize.h"
 
 using namespace evl::cache;
@@ -254,7 +255,8 @@ int main(int argc, char** argv) {
   const size_t rec_bytes = f.rec_bytes;
   const double total = double(n) * double(rec_bytes);
   std::cout << "records: " << n << " x " << rec_bytes << " B (" << rec_bytes / 1048576.0
-            << " MiB), " << n * rec_bytes / 1e9 << " GB in " << f.dir << "\n";
+            << " MiB), " << n * rec_bytes / 1e9 << " GB in " << f.dir
+            << "; checksums streamed with the " << xxh3_stream_build() << " XXH3\n";
   std::cout << "write  cache " << f.w_cache.mb_s << " MB/s (" << f.w_cache.rec_s
             << " rec/s)  raw write+fdatasync " << f.w_raw.mb_s << " MB/s  ratio "
             << f.w_cache.mb_s / f.w_raw.mb_s << "\n";
@@ -378,6 +380,7 @@ int main(int argc, char** argv) {
   }
   fs::remove_all(dir);
   out["page_cache"] = "warm (read), evicted with posix_fadvise (read_cold)";
+  out["xxh3_stream"] = xxh3_stream_build();
   out["records"] = n;
   out["record_bytes"] = rec_bytes;
   out["quick"] = quick;
