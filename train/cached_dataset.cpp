@@ -161,8 +161,22 @@ int64_t CachedDataset::max_label() const {
   return m;
 }
 
+FeatureBatch CachedDataset::take_spare(int64_t batch) const {
+  std::lock_guard<std::mutex> lock(spare_mutex_);
+  auto unshared = [&](const torch::Tensor& t) {
+    return t.defined() && t.size(0) == batch && t.use_count() == 1 && t.storage().use_count() == 1;
+  };
+  bool reusable = spare_.x.size() == static_cast<size_t>(layers()) && unshared(spare_.labels);
+  for (const auto* v : {&spare_.x, &spare_.q, &spare_.k})
+    for (const auto& t : *v) reusable = reusable && unshared(t);
+  if (!reusable) return converter_.allocate(batch);
+  FeatureBatch out = std::move(spare_);  // every row is overwritten by fill()
+  spare_ = FeatureBatch();
+  return out;
+}
+
 FeatureBatch CachedDataset::load(const std::vector<int64_t>& records) const {
-  auto batch = converter_.allocate(static_cast<int64_t>(records.size()));
+  FeatureBatch batch = take_spare(static_cast<int64_t>(records.size()));
   for (size_t r = 0; r < records.size(); ++r)
     reader_->with_record_streamed(records[r],
                                   [&](const cache::RecordView& view, cache::ChecksumPass& pass) {
@@ -170,6 +184,10 @@ FeatureBatch CachedDataset::load(const std::vector<int64_t>& records) const {
                                       bytes_read_ += a.nbytes();
                                     converter_.fill(view, static_cast<int64_t>(r), batch, &pass);
                                   });
+  {
+    std::lock_guard<std::mutex> lock(spare_mutex_);
+    spare_ = batch;  // shares the tensors: reusable once the caller drops them
+  }
   return batch;
 }
 
