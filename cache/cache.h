@@ -42,6 +42,8 @@
 
 namespace evl::cache {
 
+class ChecksumPass;  // cache/checksum.h
+
 // Version 2 added the quantized dtypes (int8, fp8: codes 4, 5); version 3 their
 // outlier channels (codes 6, 7, which evl writes since). Records and manifests
 // of versions 1 and 2 still read.
@@ -284,11 +286,25 @@ class CacheReader {
   // As get(i), but reuses `out`'s buffers: no allocation once warm. Fresh
   // multi-MiB allocations page-fault on every call (glibc returns them to the
   // OS), which costs more than the copy itself; loader threads should use this.
+  // Verifies the checksum while it copies (with_record_streamed), so the
+  // record is read from memory once.
   void get_into(int64_t index, Record& out) const;
 
-  // Zero-copy access: `fn` sees a view valid only during the call.
+  // Zero-copy access: `fn` sees a view valid only during the call, of a record
+  // whose checksum was verified before the call (a pass over all its bytes).
   void with_record(int64_t index, const std::function<void(const RecordView&)>& fn) const;
   void with_record(const std::string& key, const std::function<void(const RecordView&)>& fn) const;
+  // Zero-copy access with the checksum verified in the same pass over the
+  // record that `fn` makes, so that a record of tens of MiB is read from memory
+  // once instead of twice. `fn` gets the view (structure, key and shapes
+  // checked) and the record's ChecksumPass (cache/checksum.h), on which it
+  // calls hash_to(p) just before it reads the bytes below p, or copy(). When
+  // `fn` returns or throws, the rest is hashed and a mismatch throws the
+  // "checksum mismatch" evl::Error (also in place of what `fn` threw): whatever
+  // `fn` made of the bytes must be dropped when this throws. With
+  // verify_checksums off, the pass hashes nothing.
+  void with_record_streamed(int64_t index,
+                            const std::function<void(const RecordView&, ChecksumPass&)>& fn) const;
   int64_t index_of(const std::string& key) const;    // -1 when absent
   const std::string& shard_of(int64_t index) const;  // shard directory name of record i
 

@@ -106,8 +106,9 @@ int main(int argc, char** argv) {
   return evl::cli::run(kTool, [&] {
     CacheToolConfig cfg;
     po::options_description opts("evl_cache");
-    opts.add_options()("args", po::value(&cfg.args)->multitoken(),
-                       "subcommand (info, verify, merge, export, convert, compare) and its operands")(
+    opts.add_options()(
+        "args", po::value(&cfg.args)->multitoken(),
+        "subcommand (info, verify, merge, export, convert, compare) and its operands")(
         "json", po::value(&cfg.json)->implicit_value("-"),
         "info, compare: JSON on stdout, or with --json=FILE into FILE")("h5", po::value(&cfg.h5),
                                                                         "export: output HDF5 file")(

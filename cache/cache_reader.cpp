@@ -1,13 +1,16 @@
 // CacheReader: every shard of a cache directory opened read-only (MDB_NOTLS, so
 // any thread may run a read txn), one sorted key index over all shards, clips,
 // zero-copy record access and reproducible shuffled epochs. Checks the
-// manifest's per-shard counts and every record's checksum and shapes on read.
+// manifest's per-shard counts and every record's checksum and shapes on read,
+// before the caller sees it or (get_into, with_record_streamed) in the pass
+// that uses it.
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <map>
 
 #include "cache/cache.h"
+#include "cache/checksum.h"
 #include "cache/lmdb_env.h"
 #include "common/check.h"
 #include "common/random.h"
@@ -33,7 +36,9 @@ struct CacheReader::Impl {
     return "cache shard '" + shards[shard].path + "': record '" + key + "'";
   }
 
-  void visit(int64_t index, const std::function<void(const RecordView&)>& fn) const {
+  // Runs fn(value, where) on record `index`'s bytes inside a read txn.
+  void get_value(int64_t index,
+                 const std::function<void(const MDB_val&, const std::string&)>& fn) const {
     EVL_CHECK(index >= 0 && index < static_cast<int64_t>(keys.size()), "cache '", dir,
               "': record index ", index, " out of range [0, ", keys.size(), ")");
     const int32_t s = shard_of[index];
@@ -43,10 +48,46 @@ struct CacheReader::Impl {
     MDB_val k{key.size(), const_cast<char*>(key.data())}, v;
     const int rc = mdb_get(txn.get(), txn.dbi(), &k, &v);
     if (rc) detail::throw_mdb(rc, w + ": read failed");
-    const RecordView r = decode_record(v.mv_data, v.mv_size, w, options.verify_checksums);
-    EVL_CHECK(r.key == key, w, ": header names key '", r.key, "'");
+    fn(v, w);
+  }
+
+  // decode_record plus the checks against the key and the manifest.
+  RecordView decode(int64_t index, const MDB_val& v, const std::string& w, bool verify) const {
+    RecordView r = decode_record(v.mv_data, v.mv_size, w, verify);
+    EVL_CHECK(r.key == keys[index], w, ": header names key '", r.key, "'");
     check_record_shape(manifest, r, w);
-    fn(r);
+    return r;
+  }
+
+  // Checksum first (a pass over the record), then fn on the verified view.
+  void visit(int64_t index, const std::function<void(const RecordView&)>& fn) const {
+    get_value(index, [&](const MDB_val& v, const std::string& w) {
+      fn(decode(index, v, w, options.verify_checksums));
+    });
+  }
+
+  // The checksum in fn's own pass (with_record_streamed). A record that fails
+  // a structural check is decoded again the verified way, so that errors come
+  // in FORMAT.md's order (a corrupt record says "checksum mismatch" first).
+  void visit_streamed(int64_t index,
+                      const std::function<void(const RecordView&, ChecksumPass&)>& fn) const {
+    get_value(index, [&](const MDB_val& v, const std::string& w) {
+      RecordView r;
+      try {
+        r = decode(index, v, w, false);
+      } catch (const Error&) {
+        decode(index, v, w, options.verify_checksums);
+        throw;
+      }
+      ChecksumPass pass(v.mv_data, v.mv_size, options.verify_checksums);
+      try {
+        fn(r, pass);
+      } catch (...) {
+        if (!pass.finish()) EVL_THROW(Error, w, ": checksum mismatch (corrupt record)");
+        throw;
+      }
+      EVL_CHECK(pass.finish(), w, ": checksum mismatch (corrupt record)");
+    });
   }
 };
 
@@ -129,7 +170,7 @@ const std::string& CacheReader::shard_of(int64_t index) const {
 
 Record CacheReader::get(int64_t index) const {
   Record out;
-  impl_->visit(index, [&](const RecordView& r) { out = r.to_record(); });
+  get_into(index, out);
   return out;
 }
 
@@ -140,7 +181,7 @@ Record CacheReader::get(const std::string& key) const {
 }
 
 void CacheReader::get_into(int64_t index, Record& out) const {
-  impl_->visit(index, [&](const RecordView& r) {
+  impl_->visit_streamed(index, [&](const RecordView& r, ChecksumPass& pass) {
     out.key = r.key;
     out.video_id = r.video_id;
     out.label = r.label;
@@ -154,8 +195,8 @@ void CacheReader::get_into(int64_t index, Record& out) const {
       out_name = name;
       a.dtype = v.dtype;
       a.shape = v.shape;
-      const auto* p = static_cast<const uint8_t*>(v.data);
-      a.bytes.assign(p, p + v.nbytes());  // keeps the capacity
+      a.bytes.resize(v.nbytes());  // keeps the capacity
+      pass.copy(a.bytes.data(), v.data, a.bytes.size());
     }
   });
 }
@@ -170,6 +211,11 @@ void CacheReader::with_record(const std::string& key,
   const int64_t i = index_of(key);
   EVL_CHECK(i >= 0, "cache '", impl_->dir, "': no record '", key, "'");
   impl_->visit(i, fn);
+}
+
+void CacheReader::with_record_streamed(
+    int64_t index, const std::function<void(const RecordView&, ChecksumPass&)>& fn) const {
+  impl_->visit_streamed(index, fn);
 }
 
 std::vector<int64_t> CacheReader::epoch_order(uint64_t seed, int64_t epoch) const {

@@ -1,16 +1,15 @@
 // The record encoding of cache/FORMAT.md: header, array table, 64-byte aligned
 // array data and a trailing checksum (XXH3-64 from version 2, XXH64 in
-// version 1). Decoding checks everything before trusting
+// version 1, cache/checksum.h). Decoding checks everything before trusting
 // it and returns views into the caller's bytes (no copy). Also dtype names,
 // keys, shard names, and fp16/bf16 <-> float32 conversion. Quantized payloads
 // are built and read through cache/quantize.h.
-#include <xxhash.h>
-
 #include <cstring>
 #include <iomanip>
 #include <sstream>
 
 #include "cache/cache.h"
+#include "cache/checksum.h"
 #include "cache/quantize.h"
 #include "common/check.h"
 
@@ -30,13 +29,6 @@ constexpr uint32_t kFirstOutlierVersion = 3;    // with outlier channels (codes 
 uint32_t first_version_of(DType dtype) {
   if (has_outlier_channels(dtype)) return kFirstOutlierVersion;
   return is_quantized(dtype) ? kFirstQuantizedVersion : 1;
-}
-
-// The checksum of a record of `version` (FORMAT.md "Record value"): XXH64 with
-// seed 0 in version 1; XXH3-64 (seed 0, default secret) from version 2, several
-// times faster on records of megabytes, which matters to verified reads.
-uint64_t record_checksum(uint32_t version, const uint8_t* p, size_t n) {
-  return version >= 2 ? XXH3_64bits(p, n) : XXH64(p, n, 0);
 }
 
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }

@@ -27,6 +27,11 @@ struct ExtractSummary {
   int64_t frames_decoded = 0;
   uint64_t bytes_written = 0;
   double seconds = 0;
+  // Time in the write stage (serial; it overlaps the backbone of later batches):
+  // all of it (conversion, records, checksums, LMDB puts, durable commits), and
+  // the part converting float32 features to the storage dtype (int8/fp8: the
+  // range check and the quantization).
+  double write_seconds = 0, convert_seconds = 0;
   bool interrupted = false;  // stop flag seen: finished work committed, rerun resumes
   std::string cache_dir, shard_dir, failures_file;
 };

@@ -289,6 +289,10 @@ void ExtractionJob::record_failure(const ClipWork& w) {
 }
 
 std::string ExtractionJob::write(Batch& batch) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
   std::string fatal;
   const bool qk = storage_ == cache::StorageMode::kQK;
   auto per_view = [](const std::vector<torch::Tensor>& blocks, int64_t v) {
@@ -297,7 +301,9 @@ std::string ExtractionJob::write(Batch& batch) {
     return torch::stack(rows);  // (M, T, L, C)
   };
   for (auto& w : batch) {
+    auto tc = std::chrono::steady_clock::now();
     if (w->error.empty()) w->error = storage_problem(w->features, dtype_, stored_blocks_);
+    summary_.convert_seconds += since(tc);
     if (!w->error.empty()) {
       ++summary_.clips_failed;
       record_failure(*w);
@@ -318,11 +324,13 @@ std::string ExtractionJob::write(Batch& batch) {
       r.label = w->entry->label;
       r.view = view.description;
       const auto vi = static_cast<int64_t>(v);
+      tc = std::chrono::steady_clock::now();
       r.arrays.emplace_back("x", to_array(per_view(w->features.x, vi), dtype_));
       if (qk) {
         r.arrays.emplace_back("q", to_array(per_view(w->features.q, vi), dtype_));
         r.arrays.emplace_back("k", to_array(per_view(w->features.k, vi), dtype_));
       }
+      summary_.convert_seconds += since(tc);
       if (cfg_.save_inputs)
         r.arrays.emplace_back("inputs", to_array(view.pixels, cache::DType::kF32));
       writer_->put(r);
@@ -333,6 +341,7 @@ std::string ExtractionJob::write(Batch& batch) {
     progress_->advance();
   }
   writer_->commit();
+  summary_.write_seconds += since(t0);
   return fatal;
 }
 

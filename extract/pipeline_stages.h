@@ -84,6 +84,8 @@ class ExtractionJob {
   ExtractSummary finish(bool interrupted);
   // After a fatal error: the last commit, no manifest (a rerun resumes).
   void abandon();
+  // The summary so far (finish() completes it).
+  const ExtractSummary& summary() const { return summary_; }
 
  private:
   void record_failure(const ClipWork& w);

@@ -1,9 +1,11 @@
 // Cache records -> float tensors, and the deterministic sampler. Compact mode
 // recomputes q = layer_norm(x_in) @ Wq^T + bq exactly as the backbone did
 // (docs/OFFICIAL_EVL.md §2.3: q/k of block b come from ln_1 of block b's input).
-// int8/fp8 records are dequantized straight into the float32 batch.
+// int8/fp8 records are dequantized straight into the float32 batch. The loader
+// verifies each record's checksum in the same pass that converts it.
 #include "train/cached_dataset.h"
 
+#include "cache/checksum.h"
 #include "cache/quantize.h"
 #include "cache/torch_interop.h"
 #include "common/check.h"
@@ -50,8 +52,8 @@ FeatureBatch FeatureConverter::allocate(int64_t batch) const {
   return out;
 }
 
-void FeatureConverter::fill(const cache::RecordView& record, int64_t row,
-                            FeatureBatch& batch) const {
+void FeatureConverter::fill(const cache::RecordView& record, int64_t row, FeatureBatch& batch,
+                            cache::ChecksumPass* pass) const {
   const auto available = static_cast<int64_t>(manifest_.layers.size());
   const bool compact = manifest_.storage == cache::StorageMode::kCompact;
   const std::vector<int64_t> want = {available + (compact ? 1 : 0), frames_, tokens_, width_};
@@ -62,64 +64,53 @@ void FeatureConverter::fill(const cache::RecordView& record, int64_t row,
               "' has shape ", c10::IntArrayRef(a->shape), ", expected ", c10::IntArrayRef(want));
     return *a;
   };
-  if (cache::is_quantized(find("x").dtype)) {
-    fill_quantized(record, row, batch, find);
-    return;
-  }
-  auto get = [&](const char* name) { return cache::as_tensor(find(name)); };
-  auto x = get("x");
-  for (int64_t i = 0; i < layers_; ++i) {
-    if (compact) {
-      auto x_in = x[offset_ + i].to(torch::kFloat);
-      batch.x[i][row].copy_(x[offset_ + i + 1]);
-      const auto& w = qk_[static_cast<size_t>(i)];
-      auto ln = torch::layer_norm(x_in, {width_}, w[0], w[1], 1e-5);
-      batch.q[i][row].copy_(torch::linear(ln, w[2], w[3]));
-      batch.k[i][row].copy_(torch::linear(ln, w[4], w[5]));
-    } else {
-      batch.x[i][row].copy_(x[offset_ + i]);
-      batch.q[i][row].copy_(get("q")[offset_ + i]);
-      batch.k[i][row].copy_(get("k")[offset_ + i]);
-    }
-  }
-  batch.labels[row] = record.label;
-  batch.clip_index[static_cast<size_t>(row)] = record.clip_index;
-}
-
-// int8/fp8: each (T, L, C) block is dequantized straight into its batch row,
-// and compact mode recomputes Q/K from the dequantized input exactly as from
-// fp16 (layer i's input is layer i-1's X, already in the batch).
-void FeatureConverter::fill_quantized(
-    const cache::RecordView& record, int64_t row, FeatureBatch& batch,
-    const std::function<const cache::ArrayView&(const char*)>& find) const {
-  const int64_t rows = frames_ * tokens_;  // (T, L) tokens of C channels per block
-  auto dequantize = [&](const cache::ArrayView& a, int64_t block, torch::Tensor dst) {
-    EVL_CHECK(dst.is_contiguous() && dst.scalar_type() == torch::kFloat,
-              "internal: batch rows must be contiguous float32");
-    cache::dequantize_rows(a, block * rows, rows, dst.data_ptr<float>());
-  };
+  // Blocks are converted in address order (compact: x[i] and x[i+1] per layer;
+  // qk: every block of x, then of q, then of k), which lets `pass` hash the
+  // record as the conversion walks it.
   const cache::ArrayView& x = find("x");
-  if (manifest_.storage == cache::StorageMode::kCompact) {
+  if (compact) {
     torch::Tensor x_in = torch::empty({frames_, tokens_, width_});
-    dequantize(x, offset_, x_in);
+    convert_block(x, offset_, x_in, pass);
     for (int64_t i = 0; i < layers_; ++i) {
       if (i > 0) x_in = batch.x[i - 1][row];
-      dequantize(x, offset_ + i + 1, batch.x[i][row]);
+      convert_block(x, offset_ + i + 1, batch.x[i][row], pass);
       const auto& w = qk_[static_cast<size_t>(i)];
       auto ln = torch::layer_norm(x_in, {width_}, w[0], w[1], 1e-5);
       batch.q[i][row].copy_(torch::linear(ln, w[2], w[3]));
       batch.k[i][row].copy_(torch::linear(ln, w[4], w[5]));
     }
   } else {
-    const cache::ArrayView &q = find("q"), &k = find("k");
-    for (int64_t i = 0; i < layers_; ++i) {
-      dequantize(x, offset_ + i, batch.x[i][row]);
-      dequantize(q, offset_ + i, batch.q[i][row]);
-      dequantize(k, offset_ + i, batch.k[i][row]);
+    for (auto [name, out] :
+         {std::pair{"x", &batch.x}, std::pair{"q", &batch.q}, std::pair{"k", &batch.k}}) {
+      const cache::ArrayView& a = find(name);
+      for (int64_t i = 0; i < layers_; ++i) convert_block(a, offset_ + i, (*out)[i][row], pass);
     }
   }
   batch.labels[row] = record.label;
   batch.clip_index[static_cast<size_t>(row)] = record.clip_index;
+}
+
+// One frame at a time: a frame of ViT-B/16 features is 0.3 MiB in fp16, so the
+// bytes `pass` has just hashed are still in L2 when they are converted. int8/fp8
+// are dequantized straight into the batch; their scales (after all the codes)
+// are hashed when the pass finishes.
+void FeatureConverter::convert_block(const cache::ArrayView& a, int64_t block, torch::Tensor dst,
+                                     cache::ChecksumPass* pass) const {
+  EVL_CHECK(dst.is_contiguous() && dst.scalar_type() == torch::kFloat,
+            "internal: batch rows must be contiguous float32");
+  const bool quantized = cache::is_quantized(a.dtype);
+  const size_t code_bytes = quantized ? 1 : cache::dtype_size(a.dtype);
+  const auto* codes = static_cast<const uint8_t*>(a.data);
+  const torch::Tensor src = quantized ? torch::Tensor() : cache::as_tensor(a)[block];
+  float* out = dst.data_ptr<float>();
+  for (int64_t t = 0; t < frames_; ++t) {
+    const int64_t first = (block * frames_ + t) * tokens_;  // the frame's first row (token)
+    if (pass) pass->hash_to(codes + static_cast<size_t>((first + tokens_) * width_) * code_bytes);
+    if (quantized)
+      cache::dequantize_rows(a, first, tokens_, out + t * tokens_ * width_);
+    else
+      dst[t].copy_(src[t]);
+  }
 }
 
 FeatureBatch FeatureConverter::convert(const std::vector<cache::Record>& records) const {
@@ -170,13 +161,33 @@ int64_t CachedDataset::max_label() const {
   return m;
 }
 
+FeatureBatch CachedDataset::take_spare(int64_t batch) const {
+  std::lock_guard<std::mutex> lock(spare_mutex_);
+  auto unshared = [&](const torch::Tensor& t) {
+    return t.defined() && t.size(0) == batch && t.use_count() == 1 && t.storage().use_count() == 1;
+  };
+  bool reusable = spare_.x.size() == static_cast<size_t>(layers()) && unshared(spare_.labels);
+  for (const auto* v : {&spare_.x, &spare_.q, &spare_.k})
+    for (const auto& t : *v) reusable = reusable && unshared(t);
+  if (!reusable) return converter_.allocate(batch);
+  FeatureBatch out = std::move(spare_);  // every row is overwritten by fill()
+  spare_ = FeatureBatch();
+  return out;
+}
+
 FeatureBatch CachedDataset::load(const std::vector<int64_t>& records) const {
-  auto batch = converter_.allocate(static_cast<int64_t>(records.size()));
+  FeatureBatch batch = take_spare(static_cast<int64_t>(records.size()));
   for (size_t r = 0; r < records.size(); ++r)
-    reader_->with_record(records[r], [&](const cache::RecordView& view) {
-      for (const auto& [name, a] : view.arrays) bytes_read_ += a.nbytes();
-      converter_.fill(view, static_cast<int64_t>(r), batch);
-    });
+    reader_->with_record_streamed(records[r],
+                                  [&](const cache::RecordView& view, cache::ChecksumPass& pass) {
+                                    for (const auto& [name, a] : view.arrays)
+                                      bytes_read_ += a.nbytes();
+                                    converter_.fill(view, static_cast<int64_t>(r), batch, &pass);
+                                  });
+  {
+    std::lock_guard<std::mutex> lock(spare_mutex_);
+    spare_ = batch;  // shares the tensors: reusable once the caller drops them
+  }
   return batch;
 }
 

@@ -9,8 +9,8 @@
 #include <torch/torch.h>
 
 #include <array>
-#include <functional>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "cache/cache.h"
@@ -39,7 +39,11 @@ class FeatureConverter {
   int64_t layers() const { return layers_; }  // M
   FeatureBatch allocate(int64_t batch) const;
   // Fills row `row` of `batch` from one record; checks array names and shapes.
-  void fill(const cache::RecordView& record, int64_t row, FeatureBatch& batch) const;
+  // With a `pass` (CacheReader::with_record_streamed), hashes each frame of the
+  // record just before converting it, so that verifying the checksum costs no
+  // second read of the record from memory; the caller finishes the pass.
+  void fill(const cache::RecordView& record, int64_t row, FeatureBatch& batch,
+            cache::ChecksumPass* pass = nullptr) const;
   // Convenience for evaluators: records -> a batch.
   FeatureBatch convert(const std::vector<cache::Record>& records) const;
 
@@ -47,8 +51,9 @@ class FeatureConverter {
   cache::Manifest manifest_;
   std::string where_;
   int64_t layers_ = 0, offset_ = 0, frames_ = 0, tokens_ = 0, width_ = 0;
-  void fill_quantized(const cache::RecordView& record, int64_t row, FeatureBatch& batch,
-                      const std::function<const cache::ArrayView&(const char*)>& find) const;
+  // Block `block` (T, L, C) of a record's array into `dst` (T, L, C) float32.
+  void convert_block(const cache::ArrayView& a, int64_t block, torch::Tensor dst,
+                     cache::ChecksumPass* pass) const;
 
   // Compact mode: per decoder layer (ln weight, ln bias, Wq, bq, Wk, bk).
   std::vector<std::array<torch::Tensor, 6>> qk_;
@@ -116,7 +121,11 @@ class CachedDataset : public FeatureSource {
   const FeatureConverter& converter() const { return converter_; }
   int64_t num_clips() const { return sampler_.num_clips(); }
 
-  // Loads records (indices into reader().keys()) into one batch.
+  // Loads records (indices into reader().keys()) into one batch. The memory of
+  // the previous batch is reused when its caller has dropped every tensor and
+  // view of it (its storage is held here alone): a fresh float32 batch of
+  // ViT-B/16 features page-faults on first touch for about as long as filling
+  // it takes (bench_loader). A batch still referenced anywhere is never reused.
   FeatureBatch load(const std::vector<int64_t>& records) const override;
   uint64_t bytes_read() const override { return bytes_read_; }
   // Each clip contributes one of its cached views.
@@ -130,6 +139,10 @@ class CachedDataset : public FeatureSource {
   FeatureConverter converter_;
   EpochSampler sampler_;
   mutable uint64_t bytes_read_ = 0;
+  // The last batch load() returned (shared with its caller), for reuse.
+  mutable std::mutex spare_mutex_;
+  mutable FeatureBatch spare_;
+  FeatureBatch take_spare(int64_t batch) const;
 };
 
 }  // namespace evl

@@ -155,9 +155,8 @@ void expect_int8_of(const Array& a, const std::vector<float>& x, const std::stri
       float amax = 0;
       for (int64_t r = s * p.slice_rows; r < (s + 1) * p.slice_rows; ++r)
         amax = std::max(amax, std::fabs(x[static_cast<size_t>(r * p.width + c)]));
-      const uint16_t want = !is_outlier(s * p.slice_rows, c) || amax == 0
-                                ? 0
-                                : half_at_least(amax / 127.0f);
+      const uint16_t want =
+          !is_outlier(s * p.slice_rows, c) || amax == 0 ? 0 : half_at_least(amax / 127.0f);
       ASSERT_EQ(p.cols[static_cast<size_t>(s * p.width + c)], want)
           << what << " slice " << s << " channel " << c;
     }

@@ -17,6 +17,7 @@
 
 #include "cache/cache.h"
 #include "cache/cache_tools.h"
+#include "cache/checksum.h"
 #include "cache/quantize.h"
 #include "cache_test_util.h"
 #include "common/check.h"
@@ -59,6 +60,20 @@ void expect_caught(const Manifest& m, const std::vector<Corruption>& cases) {
     EXPECT_NE(err.find(kShard), std::string::npos) << err;
     EXPECT_NE(err.find(key), std::string::npos) << err;
     EXPECT_NE(err.find(c.message), std::string::npos) << err;
+    // The same error from the path that verifies before the callback and from
+    // the one that verifies in the callback's pass (get above is the latter).
+    auto read = [&](bool streamed) {
+      return error_of([&] {
+        const CacheReader reader(dir.str());
+        if (streamed)
+          reader.with_record_streamed(reader.index_of(key),
+                                      [](const RecordView&, ChecksumPass&) {});
+        else
+          reader.with_record(key, [](const RecordView&) {});
+      });
+    };
+    EXPECT_EQ(read(false), err);
+    EXPECT_EQ(read(true), err);
 
     const VerifyReport report = verify_cache(dir.str());
     ASSERT_EQ(report.bad.size(), 1u) << (report.bad.empty() ? "" : report.bad.back().reason);

@@ -1,7 +1,9 @@
 // bench_extract: end-to-end clip-views/s of the extraction pipeline (evl::run_extraction:
 // decode, 8x16 sampling, 3 temporal test views, CLIP ViT, fp16 qk records written to a
 // temporary cache) against the backbone alone on the same clips, decoded beforehand and
-// fed in the same batches, in one run; plus the decode-alone rate and peak RSS.
+// fed in the same batches, in one run; plus the decode-alone rate and peak RSS, and
+// the write stage (ExtractionJob::write) timed alone on the first batch's features
+// for --dtype fp16, int8 and fp8 side by side: what quantizing costs the extraction.
 // Default: ViT-B/16 random weights (scripts/make_clip_backbone.py, kept under the build
 // dir), 6 real clips, 2 threads. --quick: the tiny test backbone, last 2 layers, 2 clips.
 //   bench_extract [--quick] [--model PT] [--clips N] [--threads N] [--batch-size N]
@@ -22,6 +24,7 @@
 #include "extract/clip_vit.h"
 #include "extract/dataset_list.h"
 #include "extract/pipeline.h"
+#include "extract/pipeline_stages.h"
 #include "extract/views.h"
 #include "tests/support/bench_support.h"
 
@@ -197,11 +200,69 @@ int main(int argc, char** argv) try {
       for (const auto& v : decoded[c]) images.push_back(v.pixels);
     batches.push_back(torch::cat(images, 0));
   }
+  std::vector<evl::BackboneOutput> group0;  // the first batch's features, for step 4
   t0 = Clock::now();
   for (const auto& all : batches)
-    for (int64_t r = 0; r < all.size(0); r += chunk)
-      bb.model->forward(all.narrow(0, r, std::min(chunk, all.size(0) - r)), blocks);
+    for (int64_t r = 0; r < all.size(0); r += chunk) {
+      evl::BackboneOutput out =
+          bb.model->forward(all.narrow(0, r, std::min(chunk, all.size(0) - r)), blocks);
+      if (&all == &batches.front()) group0.push_back(std::move(out));
+    }
   const double backbone_s = seconds_since(t0);
+
+  // 4. The write stage alone (ExtractionJob::write: conversion to the storage
+  // dtype, records, checksums, LMDB, durable commit) on the first batch's
+  // features, per dtype, side by side: what int8/fp8 quantization costs.
+  const int64_t group_views = batches.front().size(0) / cfg.views.frames;
+  evl::Batch write_batch;
+  for (int64_t c = 0; c * views_per_clip < group_views; ++c) {
+    auto w = std::make_unique<evl::ClipWork>();
+    w->clip_index = c;
+    w->entry = &entries[static_cast<size_t>(c)];
+    w->views = decoded[static_cast<size_t>(c)];
+    for (size_t j = 0; j < blocks.size(); ++j) {
+      auto views_of = [&](torch::Tensor evl::LayerFeatures::*member) {  // (V, T, L, C)
+        std::vector<torch::Tensor> parts;
+        for (const auto& o : group0) parts.push_back(o.layers[j].*member);
+        const torch::Tensor all = torch::cat(parts, 0);
+        return all.view({group_views, cfg.views.frames, all.size(1), all.size(2)})
+            .narrow(0, c * views_per_clip, views_per_clip);
+      };
+      w->features.x.push_back(views_of(&evl::LayerFeatures::x));
+      w->features.q.push_back(views_of(&evl::LayerFeatures::q));
+      w->features.k.push_back(views_of(&evl::LayerFeatures::k));
+    }
+    write_batch.push_back(std::move(w));
+  }
+  group0.clear();
+  const double write_views = static_cast<double>(write_batch.size() * views_per_clip);
+  struct WriteStage {
+    std::string dtype;
+    double write_s = 1e30, convert_s = 1e30;
+    uint64_t bytes = 0;
+  };
+  std::vector<WriteStage> stages;
+  {
+    std::vector<std::unique_ptr<evl::ExtractionJob>> jobs;
+    for (const char* dtype : {"fp16", "int8", "fp8"}) {
+      evl::ExtractConfig wc = cfg;
+      wc.views.dtype = dtype;
+      wc.out = (work / (std::string("write_") + dtype)).string();
+      jobs.push_back(std::make_unique<evl::ExtractionJob>(wc));
+      stages.push_back({dtype});
+    }
+    for (int rep = 0; rep < 2; ++rep)  // interleaved, best of 2
+      for (size_t d = 0; d < jobs.size(); ++d) {
+        const evl::ExtractSummary before = jobs[d]->summary();
+        const std::string fatal = jobs[d]->write(write_batch);
+        if (!fatal.empty()) throw std::runtime_error(fatal);
+        const evl::ExtractSummary& after = jobs[d]->summary();
+        stages[d].write_s = std::min(stages[d].write_s, after.write_seconds - before.write_seconds);
+        stages[d].convert_s =
+            std::min(stages[d].convert_s, after.convert_seconds - before.convert_seconds);
+      }
+    for (size_t d = 0; d < jobs.size(); ++d) stages[d].bytes = jobs[d]->finish(false).bytes_written;
+  }
 
   const double e2e = views / summary.seconds;
   const double e2e_steady = views / std::max(1e-9, summary.seconds - load_s);
@@ -219,6 +280,28 @@ int main(int argc, char** argv) try {
       "end-to-end / backbone-alone = %.1f%% excluding the backbone load, %.1f%% "
       "including it (target >= 90%%)\n",
       100 * e2e_steady / alone, 100 * e2e / alone);
+  const double view_s = summary.seconds / views;  // the pipeline's time per clip-view
+  std::printf(
+      "write stage in the pipeline: %.2f s of %.2f s (%.1f%%; conversion to fp16 %.2f s), "
+      "overlapping the backbone\n",
+      summary.write_seconds, summary.seconds, 100 * summary.write_seconds / summary.seconds,
+      summary.convert_seconds);
+  nlohmann::json write_stage = nlohmann::json::object();
+  for (const auto& st : stages) {
+    const double per_view = st.write_s / write_views;
+    std::printf(
+        "write stage alone, %-4s: %.1f ms per clip-view (conversion %.1f ms) = %.2f%% of the "
+        "pipeline's %.2f s per clip-view; vs fp16 %+.2f%%; %.2f MiB per clip-view\n",
+        st.dtype.c_str(), 1e3 * per_view, 1e3 * st.convert_s / write_views, 100 * per_view / view_s,
+        view_s, 100 * (st.write_s - stages[0].write_s) / write_views / view_s,
+        static_cast<double>(st.bytes) / 2 / write_views / 1048576.0);
+    write_stage[st.dtype] = {
+        {"write_s_per_view", per_view},
+        {"convert_s_per_view", st.convert_s / write_views},
+        {"share_of_pipeline", per_view / view_s},
+        {"extra_over_fp16_share", (st.write_s - stages[0].write_s) / write_views / view_s},
+        {"bytes_per_clip_view", static_cast<double>(st.bytes) / 2 / write_views}};
+  }
   std::printf(
       "written %.1f MiB, %.0f B per clip-view; peak RSS after the pipeline %.0f MiB, "
       "at the end %.0f MiB\n",
@@ -252,6 +335,10 @@ int main(int argc, char** argv) try {
                       {"frames_decoded", summary.frames_decoded},
                       {"bytes_written", summary.bytes_written},
                       {"bytes_per_clip_view", static_cast<double>(summary.bytes_written) / views},
+                      {"pipeline_write_s", summary.write_seconds},
+                      {"pipeline_convert_s", summary.convert_seconds},
+                      {"write_stage_views", static_cast<int64_t>(write_views)},
+                      {"write_stage", write_stage},
                       {"peak_rss_mib", pipeline_rss},
                       {"peak_rss_end_mib", peak_rss_mib()}};
   std::cout << "BENCH_JSON " << j.dump() << std::endl;

@@ -129,6 +129,33 @@ def main():
                 raise SystemExit(f"{name}: evl_eval top-1 {correct[name].mean():.4f} is not the "
                                  f"trainer's validation top-1 {top1[name]:.4f}")
             print(f"{name:<16} val top-1 {100 * top1[name]:5.1f}% ({steps} steps)", flush=True)
+        # The same "all" head trained and evaluated on an int8 compact cache of
+        # the same clips (issue 15: within a point of fp16), and what int8 does
+        # to the fp16-trained head's view-fused probabilities (evl_cache compare).
+        for split in ("train", "val"):
+            run([os.path.join(a.bin, "evl_extract"), "--list", os.path.join(data, f"{split}.txt"),
+                 "--out", os.path.join(work, f"cache-{split}-int8"), "--store", "compact",
+                 "--dtype", "int8"] + common, os.path.join(work, f"extract-{split}-int8.log"))
+        out = os.path.join(work, "run-all-int8")
+        run([os.path.join(a.bin, "evl_train_head"), "--cache", os.path.join(work, "cache-train-int8"),
+             "--val-cache", os.path.join(work, "cache-val-int8"), "--out", out,
+             "--steps", str(a.steps), "--batch-size", "32", "--lr", "2e-3", "--seed", "0",
+             "--eval-every", "0", "--save-every", "0", "--log-every", "0", "--threads", "2"],
+            out + ".log")
+        scores = os.path.join(work, "scores-all-int8.h5")
+        run([os.path.join(a.bin, "evl_eval"), "--cache", os.path.join(work, "cache-val-int8"),
+             "--checkpoint", os.path.join(out, "last.pth"), "--scores", scores, "--threads", "2"],
+            out + "-eval.log")
+        correct["all_int8"], _ = correct_per_clip(scores)
+        compare_json = os.path.join(work, "compare-int8.json")
+        run([os.path.join(a.bin, "evl_cache"), "compare", os.path.join(work, "cache-val"),
+             os.path.join(work, "cache-val-int8"), "--checkpoint",
+             os.path.join(work, "run-all", "last.pth"), f"--json={compare_json}"],
+            os.path.join(work, "compare-int8.log"))
+        cmp = json.load(open(compare_json))
+        print(f"int8 compact cache: all modules val top-1 {100 * correct['all_int8'].mean():5.1f}% "
+              f"(fp16 qk {100 * correct['all'].mean():5.1f}%); the fp16 head on int8 features: "
+              f"{json.dumps(cmp.get('head', {}))}", flush=True)
         n = len(labels)
         print(f"(order-blind ceiling {100 * ORDER_BLIND_CEILING:.1f}%, chance "
               f"{100 / 6:.1f}%; {n} validation clips; {time.time() - t0:.0f} s)")
@@ -156,6 +183,16 @@ def main():
             if p > ALPHA:
                 errors.append(f"{name} alone ({top1[name]:.3f}) does not beat none "
                               f"({top1['none']:.3f}): {wins} won, {losses} lost, p {p:.2g}")
+        # int8 against fp16 storage: no significant difference (two-sided exact
+        # McNemar on the clips where the two "all" heads disagree).
+        wins = int((correct["all_int8"] & ~correct["all"]).sum())
+        losses = int((~correct["all_int8"] & correct["all"]).sum())
+        p = min(1.0, 2 * binomial_tail(max(wins, losses), wins + losses, 0.5)) if wins + losses else 1.0
+        print(f"int8 compact vs fp16: {wins} clips won, {losses} lost, "
+              f"{100 * (correct['all_int8'].mean() - correct['all'].mean()):+.1f} points, McNemar p = {p:.2g}")
+        if p <= ALPHA:
+            errors.append(f"int8 compact storage changes the all-modules head's accuracy "
+                          f"({wins} won, {losses} lost, p {p:.2g})")
         if errors:
             print("FAILED:\n  " + "\n  ".join(errors))
             return 1

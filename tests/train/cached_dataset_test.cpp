@@ -223,9 +223,8 @@ TEST(ConvertedCache, LoadsAsTheSourceWithinEachGroupsBound) {
     const cache::Record rec = converted.reader().get(items[row]);
     for (const auto& [name, got, want] :
          {std::tuple{"x", &b.x, &a.x}, std::tuple{"q", &b.q, &a.q}, std::tuple{"k", &b.k, &a.k}}) {
-      const test::QuantParts p =
-          test::split_quantized(rec.array(name).dtype, rec.array(name).shape,
-                                rec.array(name).bytes.data());
+      const test::QuantParts p = test::split_quantized(rec.array(name).dtype, rec.array(name).shape,
+                                                       rec.array(name).bytes.data());
       const int64_t per = p.rows / 3;  // token rows per layer
       for (int64_t layer = 0; layer < 3; ++layer) {
         const torch::Tensor g = (*got)[layer][static_cast<int64_t>(row)].reshape({-1, kC});
@@ -241,6 +240,49 @@ TEST(ConvertedCache, LoadsAsTheSourceWithinEachGroupsBound) {
       }
     }
   }
+}
+
+// load() reuses the memory of a batch its caller has dropped, never of one
+// still referenced: every batch equals a fresh dataset's batch of the same items.
+TEST(CachedDatasetLoad, ReusesOnlyTheMemoryOfADroppedBatch) {
+  test::TempDir dir("reuse");
+  const cache::Manifest m = manifest(StorageMode::kQK, DType::kI8);
+  write_caches(m, dir / "q", dir / "f");
+  const CachedDataset data(dir / "q", 0);
+  auto fresh = [&](const std::vector<int64_t>& items) {  // the reference: a new dataset
+    return CachedDataset(dir / "q", 0).load(items);
+  };
+  auto expect_equal = [](const FeatureBatch& a, const FeatureBatch& b) {
+    EXPECT_TRUE(torch::equal(a.labels, b.labels));
+    EXPECT_EQ(a.clip_index, b.clip_index);
+    for (size_t i = 0; i < b.x.size(); ++i) {
+      EXPECT_TRUE(torch::equal(a.x[i], b.x[i]));
+      EXPECT_TRUE(torch::equal(a.q[i], b.q[i]));
+      EXPECT_TRUE(torch::equal(a.k[i], b.k[i]));
+    }
+  };
+  FeatureBatch a = data.load({0, 1});
+  FeatureBatch b = data.load({4, 5});  // `a` is held: fresh memory
+  EXPECT_NE(a.x[0].data_ptr(), b.x[0].data_ptr());
+  expect_equal(a, fresh({0, 1}));
+  expect_equal(b, fresh({4, 5}));
+
+  void* memory = b.x[0].data_ptr();
+  b = FeatureBatch();
+  FeatureBatch c = data.load({3, 2});  // `b` was dropped: its memory again
+  EXPECT_EQ(c.x[0].data_ptr(), memory);
+  expect_equal(c, fresh({3, 2}));
+  expect_equal(a, fresh({0, 1}));
+
+  const torch::Tensor view = c.k[1][0];  // a view keeps the memory from reuse
+  const torch::Tensor kept = view.clone();
+  c = FeatureBatch();
+  FeatureBatch d = data.load({0, 5});
+  EXPECT_NE(d.x[0].data_ptr(), memory);
+  EXPECT_TRUE(torch::equal(view, kept));
+  expect_equal(d, fresh({0, 5}));
+  d = FeatureBatch();
+  expect_equal(data.load({1, 2, 4}), fresh({1, 2, 4}));  // another batch size
 }
 
 }  // namespace
