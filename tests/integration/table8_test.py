@@ -32,6 +32,12 @@ the run-to-run spread).
 Measured on the 2-core VM (heads in CPU bf16 autocast; 250 / 1000 steps): all
 90.0%, none 28.3%, conv 88.3%, position embedding 43.9%, cross attention 66.4%
 (McNemar p vs none: conv 1e-54, position embedding 2e-7, cross attention 2e-30).
+
+Storage (issue 15): the all-modules head is also trained and evaluated on an
+int8 compact cache of the same clips; its per-clip correctness must not differ
+significantly from the fp16 head's (two-sided exact McNemar at ALPHA), and
+`evl_cache compare` reports what int8 features do to the fp16 head's fused
+probabilities (max |dp|, top-1 agreement; printed).
 The paper's SSv2 column (CLIP ViT-B/16: none 47.2, T-Conv 57.1, T-PE 58.5, T-CA
 59.5, all 61.0) has each module alone recover most of the gain; with a random
 backbone the convolution does most of the work here, while the embedding and the
