@@ -209,6 +209,10 @@ struct Manifest {
 // named: dtype, has_inputs, seed, list_file, num_clips, format_version and
 // "conversions" (the chain of from_dtype/from_storage/from_format_version, the
 // re-encodings the values went through; not their directories or dates).
+// Every field check_matches knows, in manifest order (what merge and a resumed
+// convert compare: the features and where they came from).
+const std::vector<std::string>& provenance_fields();
+
 void check_matches(const Manifest& expected, const Manifest& found, const std::string& where,
                    const std::vector<std::string>& fields = {});
 

@@ -223,30 +223,7 @@ void merge_caches(const std::string& out_dir, const std::vector<std::string>& in
   EVL_CHECK(!fs::exists(out_dir) || fs::is_empty(out_dir), "merge: output '", out_dir,
             "' exists and is not empty");
   const Manifest first = load_merge_input(inputs[0]);
-  const std::vector<std::string> all_fields = {"format_version",
-                                               "backbone.hash",
-                                               "backbone.width",
-                                               "backbone.depth",
-                                               "backbone.heads",
-                                               "backbone.patch",
-                                               "backbone.grid",
-                                               "backbone.input_size",
-                                               "layers",
-                                               "storage",
-                                               "dtype",
-                                               "frames",
-                                               "stride",
-                                               "sampling",
-                                               "temporal_views",
-                                               "spatial_views",
-                                               "train_views",
-                                               "mean",
-                                               "std",
-                                               "has_inputs",
-                                               "seed",
-                                               "list_file",
-                                               "num_clips",
-                                               "conversions"};
+  const std::vector<std::string>& all_fields = provenance_fields();
   std::vector<Manifest> manifests;
   std::map<std::string, std::string> seen;  // key -> "<input>/<shard>"
   std::string weights_bytes;

@@ -161,34 +161,11 @@ int64_t shard_records(const std::string& path) {
 
 // A rerun must continue the same conversion: throws UsageError naming the field.
 void check_resume(const Manifest& want, const Manifest& found, const std::string& where) {
-  static const std::vector<std::string> kFields = {"format_version",
-                                                   "backbone.hash",
-                                                   "backbone.width",
-                                                   "backbone.depth",
-                                                   "backbone.heads",
-                                                   "backbone.patch",
-                                                   "backbone.grid",
-                                                   "backbone.input_size",
-                                                   "layers",
-                                                   "storage",
-                                                   "dtype",
-                                                   "frames",
-                                                   "stride",
-                                                   "sampling",
-                                                   "temporal_views",
-                                                   "spatial_views",
-                                                   "train_views",
-                                                   "mean",
-                                                   "std",
-                                                   "has_inputs",
-                                                   "seed",
-                                                   "list_file",
-                                                   "num_clips",
-                                                   "conversions"};
+  const std::vector<std::string>& fields = provenance_fields();
   try {
     EVL_CHECK(!found.conversions.empty(), where,
               ": a cache that evl_cache convert did not write (no 'conversions')");
-    check_matches(want, found, where, kFields);
+    check_matches(want, found, where, fields);
     const std::string &a = want.conversions.back().from, &b = found.conversions.back().from;
     EVL_CHECK(a == b, where, ": provenance field 'conversions[-1].from' is \"", b,
               "\", expected \"", a, "\"");

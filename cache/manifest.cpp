@@ -237,6 +237,34 @@ std::string show(const T& v) {
 
 }  // namespace
 
+const std::vector<std::string>& provenance_fields() {
+  static const std::vector<std::string> fields = {"format_version",
+                                                  "backbone.hash",
+                                                  "backbone.width",
+                                                  "backbone.depth",
+                                                  "backbone.heads",
+                                                  "backbone.patch",
+                                                  "backbone.grid",
+                                                  "backbone.input_size",
+                                                  "layers",
+                                                  "storage",
+                                                  "dtype",
+                                                  "frames",
+                                                  "stride",
+                                                  "sampling",
+                                                  "temporal_views",
+                                                  "spatial_views",
+                                                  "train_views",
+                                                  "mean",
+                                                  "std",
+                                                  "has_inputs",
+                                                  "seed",
+                                                  "list_file",
+                                                  "num_clips",
+                                                  "conversions"};
+  return fields;
+}
+
 void check_matches(const Manifest& expected, const Manifest& found, const std::string& where,
                    const std::vector<std::string>& fields) {
   auto wanted = [&](const std::string& name) {

@@ -13,6 +13,7 @@
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "common/check.h"
 #include "common/progress.h"
@@ -40,22 +41,13 @@ namespace {
 // Every provenance field check_matches knows that decides what the features
 // are, except the two a comparison is about: storage and dtype.
 std::vector<std::string> provenance_fields(const cache::Manifest& m) {
-  std::vector<std::string> f = {"backbone.hash",
-                                "backbone.width",
-                                "backbone.depth",
-                                "backbone.heads",
-                                "backbone.patch",
-                                "backbone.grid",
-                                "backbone.input_size",
-                                "layers",
-                                "frames",
-                                "stride",
-                                "sampling",
-                                "temporal_views",
-                                "spatial_views",
-                                "train_views",
-                                "mean",
-                                "std"};
+  // Not the two compared, nor where the values came from (list, version, conversions).
+  static const std::set<std::string> kNot = {"format_version", "storage",    "dtype",
+                                             "has_inputs",     "seed",       "list_file",
+                                             "num_clips",      "conversions"};
+  std::vector<std::string> f;
+  for (const std::string& field : cache::provenance_fields())
+    if (!kNot.count(field)) f.push_back(field);
   if (m.train_views > 0) f.push_back("seed");  // augmented views are drawn from the seed
   return f;
 }
