@@ -24,7 +24,9 @@ constexpr uint16_t kHalfInf = 0x7c00;
 
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
-float code_max(DType dtype) { return dtype == DType::kI8 ? kInt8Max : kFp8Max; }
+float code_max(DType dtype) {
+  return dtype == DType::kI8 || dtype == DType::kI8V2 ? kInt8Max : kFp8Max;
+}
 
 // float32 -> E4M3FN bits (see quantize.h for the rules).
 inline uint8_t e4m3_encode(float f) {
@@ -427,8 +429,20 @@ void quantize_roundtrip(DType dtype, const std::vector<int64_t>& shape, const fl
 
 std::string quantization_problem(DType dtype, const std::vector<int64_t>& shape, const float* x) {
   if (!is_quantized(dtype)) return "";
-  std::vector<uint8_t> payload(quant_layout(dtype, shape).bytes, 0);
-  return quantize_array(dtype, shape, x, payload.data());
+  // One scan, not a trial quantization: every value counts in exactly one amax
+  // (its group's, or its outlier channel's column), so some scale overflows
+  // fp16 exactly when the array's largest |x| does.
+  const QuantLayout l = quant_layout(dtype, shape);
+  const size_t n = static_cast<size_t>(l.rows * l.width);
+  float amax = 0.0f;
+  bool finite = true;
+  for (size_t i = 0; i < n; ++i) {
+    const float a = std::fabs(x[i]);
+    finite &= (a <= FLT_MAX);
+    amax = a > amax ? a : amax;
+  }
+  if (finite && float_to_half_up(amax / code_max(dtype)) < kHalfInf) return "";
+  return problem_of(dtype, x, n);
 }
 
 float fp8_e4m3_to_float(uint8_t code) { return e4m3_table()[code]; }
