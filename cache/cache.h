@@ -45,33 +45,37 @@ namespace evl::cache {
 class ChecksumPass;  // cache/checksum.h
 
 // Version 2 added the quantized dtypes (int8, fp8: codes 4, 5); version 3 their
-// outlier channels (codes 6, 7, which evl writes since). Records and manifests
-// of versions 1 and 2 still read.
-inline constexpr uint32_t kFormatVersion = 3;
+// outlier channels (codes 6, 7); version 4 a zero point (fp16 center) per
+// outlier channel (codes 8, 9, which evl writes since). Records and manifests of
+// versions 1 to 3 still read.
+inline constexpr uint32_t kFormatVersion = 4;
 
 // Storage dtypes (the record's dtype codes). kI8 and kFP8 are group-quantized:
-// 1-byte codes, fp16 scales per 64 channels of the last axis and fp16 column
-// scales of the outlier channels, in one payload (cache/quantize.h, FORMAT.md
-// "Quantized arrays"); kI8V2 and kFP8V2 are the same without outlier channels,
-// as format version 2 wrote them (read, never written). Read any of them with to_float32.
+// 1-byte codes, fp16 scales per 64 channels of the last axis and, per outlier
+// channel, an fp16 column scale and center, in one payload (cache/quantize.h,
+// FORMAT.md "Quantized arrays"). Read only, never written: kI8V3 and kFP8V3
+// (format version 3: column scales without centers) and kI8V2 and kFP8V2
+// (version 2: no outlier channels). Read any of them with to_float32.
 enum class DType : uint8_t {
   kF16 = 1,
   kBF16 = 2,
   kF32 = 3,
   kI8V2 = 4,
   kFP8V2 = 5,
-  kI8 = 6,
-  kFP8 = 7
+  kI8V3 = 6,
+  kFP8V3 = 7,
+  kI8 = 8,
+  kFP8 = 9
 };
 enum class StorageMode { kQK, kCompact };
 
-size_t dtype_size(DType dtype);              // bytes per element (per code): 2, 2, 4, 1, 1, 1, 1;
+size_t dtype_size(DType dtype);              // bytes per element (per code): 2, 2, 4, then 1;
                                              // throws evl::Error for an unknown code
 std::string to_string(DType dtype);          // "fp16" | "bf16" | "fp32" | "int8" | "fp8"
 DType parse_dtype(const std::string& name);  // kI8/kFP8 for int8/fp8; throws evl::UsageError
 // Payload bytes of an array: numel * dtype_size, or for a quantized dtype the
 // codes, their padding to 64 bytes, the fp16 scales and the column scales
-// (quant_layout). Throws
+// and centers (quant_layout). Throws
 // evl::Error for a quantized shape without a channel axis.
 size_t array_bytes(DType dtype, const std::vector<int64_t>& shape);
 std::string to_string(StorageMode mode);  // "qk" | "compact"

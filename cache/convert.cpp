@@ -26,9 +26,11 @@ namespace fs = std::filesystem;
 int precision_rank(DType dtype) {
   switch (dtype) {
     case DType::kFP8:
+    case DType::kFP8V3:
     case DType::kFP8V2:
       return 0;
     case DType::kI8:
+    case DType::kI8V3:
     case DType::kI8V2:
       return 1;
     case DType::kBF16:

@@ -21,7 +21,10 @@ namespace fs = std::filesystem;
 namespace {
 constexpr const char* kQuantScheme = "absmax-symmetric";  // manifest "quantization" (FORMAT.md)
 constexpr const char* kQuantScaleDType = "fp16";
-constexpr const char* kOutlierChannels = "median-8x-column-absmax";  // version 3 (dtypes 6, 7)
+// manifest "quantization.outlier_channels" (FORMAT.md): since version 4 (dtypes
+// 8, 9) the outlier channels have centers; version 3 (dtypes 6, 7) wrote none.
+constexpr const char* kOutlierChannels = "median-8x-column-midrange";
+constexpr const char* kOutlierChannelsV3 = "median-8x-column-absmax";
 }  // namespace
 
 std::string Manifest::to_json() const {
@@ -73,7 +76,9 @@ std::string Manifest::to_json() const {
   if (is_quantized(dtype)) {  // the scheme the records' codes and scales follow (FORMAT.md)
     j["quantization"] = {
         {"scheme", kQuantScheme}, {"group", kQuantGroup}, {"scale_dtype", kQuantScaleDType}};
-    if (has_outlier_channels(dtype)) j["quantization"]["outlier_channels"] = kOutlierChannels;
+    if (has_outlier_channels(dtype))
+      j["quantization"]["outlier_channels"] =
+          has_column_centers(dtype) ? kOutlierChannels : kOutlierChannelsV3;
   }
   return j.dump(2) + "\n";
 }
@@ -150,14 +155,19 @@ Manifest Manifest::from_json(const std::string& text, const std::string& where) 
               ": scheme '", scheme, "', group ", group, ", scale_dtype '", scale_dtype,
               "' is not supported (this evl reads '", kQuantScheme, "', group ", kQuantGroup, ", '",
               kQuantScaleDType, "')");
-    // Without outlier channels: a version-2 cache (dtypes 4, 5).
+    // Without outlier channels: a version-2 cache (dtypes 4, 5); without their
+    // centers, a version-3 one (dtypes 6, 7).
     std::string outliers;
     if (q.contains("outlier_channels")) field(q, "outlier_channels", outliers, qw);
-    EVL_CHECK(outliers.empty() || outliers == kOutlierChannels, qw, ": outlier_channels '",
-              outliers, "' is not supported (this evl reads '", kOutlierChannels, "')");
-    EVL_CHECK(outliers.empty() || m.format_version >= 3, qw,
-              ": outlier_channels need format version 3, the manifest says ", m.format_version);
-    if (outliers.empty()) m.dtype = m.dtype == DType::kI8 ? DType::kI8V2 : DType::kFP8V2;
+    EVL_CHECK(outliers.empty() || outliers == kOutlierChannels || outliers == kOutlierChannelsV3,
+              qw, ": outlier_channels '", outliers, "' is not supported (this evl reads '",
+              kOutlierChannels, "' and '", kOutlierChannelsV3, "')");
+    const uint32_t needs = outliers.empty() ? 2 : outliers == kOutlierChannelsV3 ? 3 : 4;
+    EVL_CHECK(m.format_version >= needs, qw, ": outlier_channels '", outliers,
+              "' need format version ", needs, ", the manifest says ", m.format_version);
+    const bool int8 = m.dtype == DType::kI8;
+    if (outliers.empty()) m.dtype = int8 ? DType::kI8V2 : DType::kFP8V2;
+    if (outliers == kOutlierChannelsV3) m.dtype = int8 ? DType::kI8V3 : DType::kFP8V3;
   } else {
     EVL_CHECK(!j.contains("quantization"), where, ": field 'quantization' with dtype '", dtype,
               "' (only int8 and fp8 are quantized)");

@@ -1,5 +1,5 @@
-// The absmax-symmetric group codec of quantize.h with its outlier channels,
-// and the E4M3FN scalar codec.
+// The absmax-symmetric group codec of quantize.h with its outlier channels
+// and their centers, and the E4M3FN scalar codec.
 // Rounding to an integer uses the 1.5 * 2^23 trick (exact round-to-nearest-even
 // for |v| < 2^22 under the default rounding mode), which vectorises where
 // std::nearbyint would be a libm call on baseline x86-64. No -ffast-math here:
@@ -24,9 +24,12 @@ constexpr uint16_t kHalfInf = 0x7c00;
 
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
-float code_max(DType dtype) {
-  return dtype == DType::kI8 || dtype == DType::kI8V2 ? kInt8Max : kFp8Max;
+DType kind_of(DType dtype) {
+  return dtype == DType::kI8 || dtype == DType::kI8V3 || dtype == DType::kI8V2 ? DType::kI8
+                                                                               : DType::kFP8;
 }
+
+float code_max(DType dtype) { return kind_of(dtype) == DType::kI8 ? kInt8Max : kFp8Max; }
 
 // float32 -> E4M3FN bits (see quantize.h for the rules).
 inline uint8_t e4m3_encode(float f) {
@@ -121,10 +124,17 @@ bool quantize_row(const float* x, int64_t width, uint8_t* q, uint16_t* s) {
   return true;
 }
 
-// One row with outlier channels: channels with a column scale (col[c] > 0,
-// fp16 bits) are coded with it and left out of their group's amax.
+// One slice's outlier channels: per channel, whether it is one (then left out of
+// its group's amax) and its column scale and center as float32 values.
+struct Columns {
+  std::vector<char> is;
+  std::vector<float> scale, center;
+};
+
+// One row with outlier channels: an outlier channel c is coded as
+// (x - center) / scale with its column's values, the others with their group's.
 template <DType kDType>
-bool quantize_row_columns(const float* x, int64_t width, const uint16_t* col, uint8_t* q,
+bool quantize_row_columns(const float* x, int64_t width, const Columns& col, uint8_t* q,
                           uint16_t* s) {
   constexpr float kMax = kDType == DType::kI8 ? kInt8Max : kFp8Max;
   auto code = [](float v) -> uint8_t {
@@ -143,7 +153,7 @@ bool quantize_row_columns(const float* x, int64_t width, const uint16_t* col, ui
     for (int64_t i = 0; i < n; ++i) {
       const float a = std::fabs(x[c0 + i]);
       finite &= (a <= FLT_MAX);
-      if (col[c0 + i] == 0) amax = a > amax ? a : amax;
+      if (!col.is[static_cast<size_t>(c0 + i)]) amax = a > amax ? a : amax;
     }
     if (!finite) return false;
     const uint16_t sh = float_to_half_up(amax / kMax);
@@ -151,9 +161,11 @@ bool quantize_row_columns(const float* x, int64_t width, const uint16_t* col, ui
     s[g] = sh;
     const float scale = half_to_float(sh);
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t c = c0 + i;
-      const float use = col[c] ? half_to_float(col[c]) : scale;
-      q[c] = use == 0.0f ? 0 : code(x[c] / use);
+      const auto c = static_cast<size_t>(c0 + i);
+      if (col.is[c])
+        q[c] = col.scale[c] == 0.0f ? 0 : code((x[c] - col.center[c]) / col.scale[c]);
+      else
+        q[c] = scale == 0.0f ? 0 : code(x[c] / scale);
     }
   }
   return true;
@@ -242,15 +254,18 @@ std::string problem_of(DType dtype, const float* x, size_t n) {
 }  // namespace
 
 bool is_quantized(DType dtype) {
-  return dtype == DType::kI8 || dtype == DType::kFP8 || dtype == DType::kI8V2 ||
-         dtype == DType::kFP8V2;
+  return dtype == DType::kI8 || dtype == DType::kFP8 || dtype == DType::kI8V3 ||
+         dtype == DType::kFP8V3 || dtype == DType::kI8V2 || dtype == DType::kFP8V2;
 }
 
-bool has_outlier_channels(DType dtype) { return dtype == DType::kI8 || dtype == DType::kFP8; }
-
-DType code_kind(DType dtype) {
-  return dtype == DType::kI8 || dtype == DType::kI8V2 ? DType::kI8 : DType::kFP8;
+bool has_outlier_channels(DType dtype) {
+  return dtype == DType::kI8 || dtype == DType::kFP8 || dtype == DType::kI8V3 ||
+         dtype == DType::kFP8V3;
 }
+
+bool has_column_centers(DType dtype) { return dtype == DType::kI8 || dtype == DType::kFP8; }
+
+DType code_kind(DType dtype) { return kind_of(dtype); }
 
 QuantLayout quant_layout(DType dtype, const std::vector<int64_t>& shape) {
   EVL_CHECK(!shape.empty() && shape.back() >= 1,
@@ -269,6 +284,8 @@ QuantLayout quant_layout(DType dtype, const std::vector<int64_t>& shape) {
     l.slices = shape.size() >= 3 ? shape[0] : 1;
     l.slice_rows = l.slices > 0 ? l.rows / l.slices : 0;
     l.bytes += 2 * static_cast<size_t>(l.slices * l.width);
+    l.centers_offset = l.bytes;
+    if (has_column_centers(dtype)) l.bytes += 2 * static_cast<size_t>(l.slices * l.width);
   }
   return l;
 }
@@ -334,26 +351,40 @@ void dequantize_rows(const ArrayView& view, int64_t first_row, int64_t count, fl
   }
   dequantize(view.dtype, base + first_row * l.width, scales, count, l.width, out);
   if (!has_outlier_channels(view.dtype) || count == 0) return;
-  // Outlier channels: x' = q * the column's scale instead of the group's.
+  // Outlier channels: x' = center + q * the column's scale (a float32 product,
+  // then a float32 sum) instead of q * the group's scale.
   const float* table = e4m3_table().data();
   const bool int8 = code_kind(view.dtype) == DType::kI8;
+  const bool centers = has_column_centers(view.dtype);
+  struct Column {
+    int64_t channel;
+    float scale, center;
+  };
   int64_t slice = -1;
-  std::vector<std::pair<int64_t, float>> columns;  // (channel, scale) of the current slice
+  std::vector<Column> columns;  // of the current slice
   for (int64_t r = first_row; r < first_row + count; ++r) {
     if (r / l.slice_rows != slice) {
       slice = r / l.slice_rows;
+      const size_t at = 2 * static_cast<size_t>(slice * l.width);
       const std::vector<uint16_t> col =
-          read_u16(base + l.columns_offset + 2 * static_cast<size_t>(slice * l.width),
-                   static_cast<size_t>(l.width));
+          read_u16(base + l.columns_offset + at, static_cast<size_t>(l.width));
+      const std::vector<uint16_t> mid =
+          centers ? read_u16(base + l.centers_offset + at, static_cast<size_t>(l.width))
+                  : std::vector<uint16_t>(static_cast<size_t>(l.width), 0);
       columns.clear();
-      for (int64_t c = 0; c < l.width; ++c)
-        if (col[static_cast<size_t>(c)])
-          columns.emplace_back(c, half_to_float(col[static_cast<size_t>(c)]));
+      for (size_t c = 0; c < col.size(); ++c)
+        if (col[c] || mid[c])
+          columns.push_back(
+              {static_cast<int64_t>(c), half_to_float(col[c]), half_to_float(mid[c])});
     }
     const uint8_t* q = base + r * l.width;
     float* o = out + (r - first_row) * l.width;
-    for (const auto& [c, s] : columns)
-      o[c] = (int8 ? static_cast<float>(static_cast<int8_t>(q[c])) : table[q[c]]) * s;
+    for (const Column& c : columns) {
+      const float v =
+          int8 ? static_cast<float>(static_cast<int8_t>(q[c.channel])) : table[q[c.channel]];
+      const float scaled = v * c.scale;  // rounded here: the sum below is a separate operation
+      o[c.channel] = c.center + scaled;
+    }
   }
 }
 
@@ -381,30 +412,57 @@ std::string quantize_array(DType dtype, const std::vector<int64_t>& shape, const
     }
     return "";
   }
-  std::vector<uint16_t> col(static_cast<size_t>(l.width));
+  const bool centers = has_column_centers(dtype);
+  const auto w = static_cast<size_t>(l.width);
+  std::vector<uint16_t> col(w), mid(w);
+  Columns columns;
   for (int64_t s = 0; s < l.slices; ++s) {
     const int64_t r0 = s * l.slice_rows;
     const float* xs = x + r0 * l.width;
     const std::vector<bool> outlier = outlier_channels(xs, l.slice_rows, l.width);
-    // Column scales: the absmax of each outlier channel over the slice's rows.
+    // Per outlier channel over the slice's rows: its center (the fp16 midrange)
+    // and the column scale of its values' distance from it.
     std::fill(col.begin(), col.end(), uint16_t{0});
-    for (int64_t c = 0; c < l.width; ++c) {
-      if (!outlier[static_cast<size_t>(c)]) continue;
+    std::fill(mid.begin(), mid.end(), uint16_t{0});
+    columns.is.assign(w, 0);
+    columns.scale.assign(w, 0.0f);
+    columns.center.assign(w, 0.0f);
+    for (size_t c = 0; c < w; ++c) {
+      if (!outlier[c]) continue;
+      float lo = FLT_MAX, hi = -FLT_MAX;
+      bool finite = true;
+      for (int64_t r = 0; r < l.slice_rows; ++r) {
+        const float v = xs[r * l.width + static_cast<int64_t>(c)];
+        finite &= std::fabs(v) <= FLT_MAX;
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+      }
+      if (!finite) return problem_of(dtype, x, n);  // NaN or inf
+      if (centers) {
+        const uint16_t m = float_to_half(0.5f * lo + 0.5f * hi);  // no overflow, unlike lo + hi
+        if ((m & 0x7fffu) < kHalfInf) mid[c] = m;  // else center 0: it does not fit fp16
+      }
+      const float center = half_to_float(mid[c]);
       float amax = 0.0f;
       for (int64_t r = 0; r < l.slice_rows; ++r)
-        amax = std::max(amax, std::fabs(xs[r * l.width + c]));
-      if (!(amax <= FLT_MAX)) return problem_of(dtype, x, n);  // NaN or inf
+        amax = std::max(amax, std::fabs(xs[r * l.width + static_cast<int64_t>(c)] - center));
       const uint16_t h = float_to_half_up(amax / qmax);
       if (h >= kHalfInf) return problem_of(dtype, x, n);
-      col[static_cast<size_t>(c)] = h;  // 0 (a zero column): coded with its group
+      col[c] = h;
+      // A column of zeros (scale and center 0) reads as one coded with its group:
+      // it is (all codes 0, whatever the group's scale), so leave it to the group.
+      columns.is[c] = h != 0 || mid[c] != 0;
+      columns.scale[c] = half_to_float(h);
+      columns.center[c] = center;
     }
-    std::memcpy(payload + l.columns_offset + 2 * static_cast<size_t>(s * l.width), col.data(),
-                col.size() * 2);
+    std::memcpy(payload + l.columns_offset + 2 * static_cast<size_t>(s) * w, col.data(), w * 2);
+    if (centers)
+      std::memcpy(payload + l.centers_offset + 2 * static_cast<size_t>(s) * w, mid.data(), w * 2);
     for (int64_t r = r0; r < r0 + l.slice_rows; ++r) {
       const bool ok = kind == DType::kI8
-                          ? quantize_row_columns<DType::kI8>(x + r * l.width, l.width, col.data(),
+                          ? quantize_row_columns<DType::kI8>(x + r * l.width, l.width, columns,
                                                              payload + r * l.width, scales.data())
-                          : quantize_row_columns<DType::kFP8>(x + r * l.width, l.width, col.data(),
+                          : quantize_row_columns<DType::kFP8>(x + r * l.width, l.width, columns,
                                                               payload + r * l.width, scales.data());
       if (!ok) return problem_of(dtype, x, n);
       store_scales(r);

@@ -21,12 +21,14 @@ constexpr char kMagic[4] = {'E', 'V', 'L', 'R'};
 constexpr size_t kFixedHeader = 56;  // bytes before the strings
 constexpr size_t kAlign = 64;
 constexpr size_t kMaxDims = 8;
-constexpr uint8_t kMaxDTypeCode = 7;
+constexpr uint8_t kMaxDTypeCode = 9;
 constexpr uint32_t kFirstQuantizedVersion = 2;  // int8/fp8 (codes 4, 5) appeared in version 2
 constexpr uint32_t kFirstOutlierVersion = 3;    // with outlier channels (codes 6, 7): version 3
+constexpr uint32_t kFirstCenterVersion = 4;     // their centers (codes 8, 9): version 4
 
 // The first format version that has dtype `code` (1 for fp16/bf16/fp32).
 uint32_t first_version_of(DType dtype) {
+  if (has_column_centers(dtype)) return kFirstCenterVersion;
   if (has_outlier_channels(dtype)) return kFirstOutlierVersion;
   return is_quantized(dtype) ? kFirstQuantizedVersion : 1;
 }
@@ -70,6 +72,8 @@ size_t dtype_size(DType dtype) {
     case DType::kFP8:
     case DType::kI8V2:
     case DType::kFP8V2:
+    case DType::kI8V3:
+    case DType::kFP8V3:
       return 1;
   }
   EVL_THROW(Error, "unknown dtype code ", static_cast<int>(dtype));
@@ -84,9 +88,11 @@ std::string to_string(DType dtype) {
     case DType::kF32:
       return "fp32";
     case DType::kI8:
+    case DType::kI8V3:
     case DType::kI8V2:
       return "int8";
     case DType::kFP8:
+    case DType::kFP8V3:
     case DType::kFP8V2:
       return "fp8";
   }

@@ -25,6 +25,8 @@ inline torch::ScalarType torch_dtype(DType d) {
     case DType::kFP8:
     case DType::kI8V2:
     case DType::kFP8V2:
+    case DType::kI8V3:
+    case DType::kFP8V3:
       break;
   }
   EVL_THROW(Error, "dtype ", to_string(d),

@@ -138,10 +138,12 @@ uint16_t half_at_least(float f) {
 
 // FORMAT.md "How evl writes them" for int8, in the test's own words: outlier
 // channels (reference_outliers: median 3+ binades above the typical channel's)
-// get column scale s = the smallest fp16 >= their absmax over the slice / 127;
-// per group of 64 channels s = the smallest fp16 >= amax of the other channels
-// / 127 (float32 quotient); codes round-half-even(x / s) in [-127, 127] with the
-// channel's scale; an all-zero group or column gets s = 0 (codes 0).
+// get center m = the nearest fp16 to (min + max) / 2 over the slice and column
+// scale s = the smallest fp16 >= max |x - m| over the slice / 127; per group of
+// 64 channels s = the smallest fp16 >= amax of the other channels / 127
+// (float32 quotient); codes round-half-even((x - m) / s) in [-127, 127] with the
+// channel's scale and center (m = 0 in a group); an all-zero group gets s = 0
+// (codes 0).
 void expect_int8_of(const Array& a, const std::vector<float>& x, const std::string& what) {
   ASSERT_EQ(a.dtype, DType::kI8) << what;
   const evl::test::QuantParts p = evl::test::split_quantized(a.dtype, a.shape, a.bytes.data());
@@ -152,12 +154,26 @@ void expect_int8_of(const Array& a, const std::vector<float>& x, const std::stri
   };
   for (int64_t s = 0; s < p.slices; ++s)
     for (int64_t c = 0; c < p.width; ++c) {
+      const size_t at = static_cast<size_t>(s * p.width + c);
+      if (!is_outlier(s * p.slice_rows, c)) {
+        ASSERT_EQ(p.cols[at], 0) << what << " slice " << s << " channel " << c;
+        ASSERT_EQ(p.mids[at], 0) << what << " slice " << s << " channel " << c;
+        continue;
+      }
+      float lo = x[static_cast<size_t>(s * p.slice_rows * p.width + c)], hi = lo;
+      for (int64_t r = s * p.slice_rows; r < (s + 1) * p.slice_rows; ++r) {
+        lo = std::min(lo, x[static_cast<size_t>(r * p.width + c)]);
+        hi = std::max(hi, x[static_cast<size_t>(r * p.width + c)]);
+      }
+      const auto m = static_cast<_Float16>(0.5f * lo + 0.5f * hi);  // float32 sum, then fp16
+      uint16_t want_m;
+      std::memcpy(&want_m, &m, 2);
+      ASSERT_EQ(p.mids[at], want_m) << what << " slice " << s << " channel " << c;
       float amax = 0;
       for (int64_t r = s * p.slice_rows; r < (s + 1) * p.slice_rows; ++r)
-        amax = std::max(amax, std::fabs(x[static_cast<size_t>(r * p.width + c)]));
-      const uint16_t want =
-          !is_outlier(s * p.slice_rows, c) || amax == 0 ? 0 : half_at_least(amax / 127.0f);
-      ASSERT_EQ(p.cols[static_cast<size_t>(s * p.width + c)], want)
+        amax = std::max(amax,
+                        std::fabs(x[static_cast<size_t>(r * p.width + c)] - static_cast<float>(m)));
+      ASSERT_EQ(p.cols[at], amax == 0 ? 0 : half_at_least(amax / 127.0f))
           << what << " slice " << s << " channel " << c;
     }
   for (int64_t r = 0; r < p.rows; ++r)
@@ -171,7 +187,8 @@ void expect_int8_of(const Array& a, const std::vector<float>& x, const std::stri
       for (int64_t c = c0; c < c1; ++c) {
         const size_t i = static_cast<size_t>(r * p.width + c);
         const auto s = static_cast<float>(p.scale(r, c));
-        const float q = s == 0 ? 0.0f : std::nearbyint(x[i] / s);
+        const auto m = static_cast<float>(p.center(r, c));
+        const float q = s == 0 ? 0.0f : std::nearbyint((x[i] - m) / s);
         const auto want = static_cast<int8_t>(std::clamp(q, -127.0f, 127.0f));
         ASSERT_EQ(static_cast<int8_t>(p.codes[i]), want) << what << " value " << i;
       }

@@ -1,8 +1,9 @@
 // The corruption catalogue (docs/ARCHITECTURE.md §8): bad magic, future version, wrong shape,
 // truncated value, flipped payload byte, duplicate key and mismatched
 // provenance on merge; for int8/fp8 records also a flipped code byte, a flipped
-// scale byte, a flipped column scale, a quantized dtype in a version-1
-// record, outlier channels in a version-2 record and an unknown group size.
+// scale byte, a flipped column scale or center, a quantized dtype in a version-1
+// record, outlier channels in a version-2 record, centers in a version-3 one
+// and an unknown group size.
 // Each must be an evl::Error naming the shard and key, from the reader, from
 // verify_cache, and from `evl_cache verify` (exit 1).
 #include <gtest/gtest.h>
@@ -147,7 +148,21 @@ TEST(Corruption, QuantizedRecordsAreCoveredByTheChecksum) {
        [](const Manifest& m, const std::string& k) {
          auto v = valid(m, k);
          const auto [offset, layout] = x_payload(v);
+         v[offset + layout.centers_offset - 1] ^= 0x01;  // the last slice's last channel
+         return v;
+       }},
+      {"flipped column center", "checksum mismatch",
+       [](const Manifest& m, const std::string& k) {
+         auto v = valid(m, k);
+         const auto [offset, layout] = x_payload(v);
          v[offset + layout.bytes - 1] ^= 0x01;  // the last slice's last channel
+         return v;
+       }},
+      {"centers in a version-3 record", "format version 3 does not have",
+       [](const Manifest& m, const std::string& k) {
+         auto v = valid(m, k);
+         v[4] = 3;
+         rehash(v);
          return v;
        }},
       {"outlier channels in a version-2 record", "format version 2 does not have",
@@ -190,10 +205,10 @@ TEST(Corruption, EveryCaseNamesShardAndKey) {
          v[0] = 'X';
          return v;
        }},
-      {"future version", "format version 4",
+      {"future version", "format version 5",
        [](const Manifest& m, const std::string& k) {
          auto v = valid(m, k);
-         v[4] = 4;
+         v[4] = 5;
          return v;
        }},
       {"wrong shape", "has shape",

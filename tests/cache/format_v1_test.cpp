@@ -242,11 +242,18 @@ TEST(FormatV1, QuantizedDtypesNeedVersion2) {
               Manifest::from_json(text, "m.json");
             }).find("'int8' needs format version 2"),
             std::string::npos);
-  // Unknown codes stay unknown; codes 6, 7 (with outlier channels) need version 3.
-  const auto bad = v1_record("0000000000/000", "a", "b", 0, 0, 0, {{"x", 8, {1}, {0}}}, 2);
+  // Unknown codes stay unknown; codes 6, 7 (with outlier channels) need
+  // version 3, codes 8, 9 (and their centers) version 4.
+  const auto bad = v1_record("0000000000/000", "a", "b", 0, 0, 0, {{"x", 10, {1}, {0}}}, 4);
   EXPECT_NE(evl::test::error_of([&] {
               decode_record(bad.data(), bad.size(), "here");
-            }).find("unknown dtype code 8"),
+            }).find("unknown dtype code 10"),
+            std::string::npos);
+  const auto v3 = v1_record("0000000000/000", "a", "b", 0, 0, 0,
+                            {{"x", 8, {1, 64}, std::vector<uint8_t>(64 + 2 + 256, 0)}}, 3);
+  EXPECT_NE(evl::test::error_of([&] {
+              decode_record(v3.data(), v3.size(), "here");
+            }).find("format version 3 does not have"),
             std::string::npos);
   const auto early = v1_record("0000000000/000", "a", "b", 0, 0, 0,
                                {{"x", 6, {1, 64}, std::vector<uint8_t>(64 + 2 + 128, 0)}}, 2);

@@ -309,35 +309,52 @@ TEST_P(Codec, RefusesNonFiniteAndOutOfRangeValues) {
   EXPECT_EQ(quantization_problem(DType::kF16, shape, x.data()), "");
 }
 
-TEST_P(Codec, PayloadLayoutIsCodesThenAlignedScalesThenColumnScales) {
+TEST_P(Codec, PayloadLayoutIsCodesThenAlignedScalesThenColumnScalesAndCenters) {
   const DType dtype = GetParam();
   const std::vector<int64_t> shape = {2, 3, 5, 160};  // R = 30 rows in 2 slices, G = 3
   auto x = hard_features(30, 160, 8);
   // Outlier channels: 5 in slice 0 (rows 0-14), 131 in slice 1 (rows 15-29).
   for (int64_t r = 0; r < 30; ++r) x[static_cast<size_t>(r * 160 + (r < 15 ? 5 : 131))] *= 300.0f;
+  for (int64_t r = 15; r < 30; ++r) x[static_cast<size_t>(r * 160 + 131)] += 2e4f;  // an offset
   const Array a = make_array(dtype, shape, x.data(), x.size());
   const size_t codes = 30 * 160, aligned = (codes + 63) / 64 * 64;
-  ASSERT_EQ(a.bytes.size(), aligned + 2 * 30 * 3 + 2 * 2 * 160);
+  ASSERT_EQ(a.bytes.size(), aligned + 2 * 30 * 3 + 2 * 2 * 160 + 2 * 2 * 160);
   EXPECT_EQ(array_bytes(dtype, shape), a.bytes.size());
-  // Column scales: nonzero exactly for the outlier channels FORMAT.md's rule
-  // picks (found by sorting here), each the smallest fp16 >= its absmax / Q.
+  // Column scales and centers: nonzero exactly for the outlier channels
+  // FORMAT.md's rule picks (found by sorting here); the center the fp16 nearest
+  // to the float32 (min + max) / 2 over the slice, the scale the smallest fp16
+  // >= max |x - center| / Q.
   const std::vector<bool> outlier = evl::test::reference_outliers(shape, x.data());
   EXPECT_TRUE(outlier[5] && outlier[160 + 131]);
+  int centered = 0;
   const double qmax = dtype == DType::kI8 ? 127.0 : 448.0;
-  std::vector<uint16_t> col(2 * 160);
+  std::vector<uint16_t> col(2 * 160), mid(2 * 160);
   std::memcpy(col.data(), a.bytes.data() + aligned + 2 * 30 * 3, col.size() * 2);
+  std::memcpy(mid.data(), a.bytes.data() + aligned + 2 * 30 * 3 + 2 * 2 * 160, mid.size() * 2);
   for (size_t i = 0; i < col.size(); ++i) {
     if (!outlier[i]) {
       ASSERT_EQ(col[i], 0) << "channel " << i % 160 << " of slice " << i / 160;
+      ASSERT_EQ(mid[i], 0) << "channel " << i % 160 << " of slice " << i / 160;
       continue;
     }
+    float lo = 1e30f, hi = -1e30f;
+    for (size_t r = i / 160 * 15; r < i / 160 * 15 + 15; ++r) {
+      lo = std::min(lo, x[r * 160 + i % 160]);
+      hi = std::max(hi, x[r * 160 + i % 160]);
+    }
+    // (A midrange beyond fp16's range gets center 0: codes around 0, as in version 3.)
+    _Float16 center = static_cast<_Float16>(0.5f * lo + 0.5f * hi);
+    if (std::isinf(static_cast<float>(center))) center = 0;
+    ASSERT_EQ(half_value(mid[i]), static_cast<double>(center));
+    centered += mid[i] != 0;
     float amax = 0;
     for (size_t r = i / 160 * 15; r < i / 160 * 15 + 15; ++r)
-      amax = std::max(amax, std::fabs(x[r * 160 + i % 160]));
+      amax = std::max(amax, std::fabs(x[r * 160 + i % 160] - static_cast<float>(center)));
     const double want = static_cast<double>(amax / static_cast<float>(qmax));
     ASSERT_GE(half_value(col[i]), want);
     ASSERT_LT(half_value(static_cast<uint16_t>(col[i] - 1)), want);
   }
+  EXPECT_GT(centered, 0);
   // The groups: the codec of the other channels (outlier channels zeroed, so
   // they do not count in any group's amax).
   std::vector<float> rest = x;
@@ -415,6 +432,51 @@ TEST_P(Codec, ChannelAndTokenOutliersKeepTheRestPrecise) {
   if (dtype == DType::kI8) {
     EXPECT_GT(without, 5 * with);  // the group's scale set by the 100x channel
   }
+}
+
+// What the centers are for: an outlier channel that is mostly an offset (100
+// plus the ordinary channels' spread, a bias the blocks add to every token) is
+// coded around its center, so its error follows that spread, not its size.
+// Version-3 storage (column scales, no centers: dtypes 6, 7, still readable)
+// is the comparison; the other channels are coded identically by both.
+TEST_P(Codec, AnOffsetOutlierChannelIsCodedAroundItsCenter) {
+  const DType dtype = GetParam();
+  const DType v3 = dtype == DType::kI8 ? DType::kI8V3 : DType::kFP8V3;
+  const int64_t rows = 256, width = 128;
+  std::vector<float> x = evl::cache::testing::synth_values(6, static_cast<size_t>(rows * width));
+  double spread = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    float& v = x[static_cast<size_t>(r * width + 9)];
+    spread = std::max(spread, std::fabs(double(v)));
+    v += 100.0f;
+  }
+  auto channel_error = [&](DType d, double& rest) {
+    const Array a = make_array(d, {rows, width}, x.data(), x.size());
+    EXPECT_EQ(evl::test::check_within_bound(a, x.data()), "") << to_string(d);
+    std::vector<float> back(x.size()), ref(x.size());
+    to_float32(ArrayView{a.dtype, a.shape, a.bytes.data()}, back.data());
+    EXPECT_EQ(back, evl::test::reference_dequantize(a)) << to_string(d);
+    double err = 0;
+    rest = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < width; ++c) {
+        const size_t i = static_cast<size_t>(r * width + c);
+        const double e = std::fabs(back[i] - double(x[i]));
+        if (c == 9)
+          err = std::max(err, e);
+        else
+          rest = std::max(rest, e);
+      }
+    return err;
+  };
+  double rest = 0, rest_v3 = 0;
+  const double with = channel_error(dtype, rest), without = channel_error(v3, rest_v3);
+  std::cout << to_string(dtype) << " offset channel max |error| " << with
+            << " (version 3: " << without << "), spread " << spread << "\n";
+  // Around the center the codes span the spread (about spread / Q per step),
+  // around 0 they span 100 + spread: at least 100 / spread / 2 times coarser.
+  EXPECT_LT(with * (100.0 / spread) / 2, without);
+  EXPECT_EQ(rest, rest_v3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Int8AndFp8, Codec, ::testing::Values(DType::kI8, DType::kFP8),

@@ -6,10 +6,10 @@ python3-xxhash, following cache/FORMAT.md (no evl code). Usage:
 
 Prints the record's header fields and array shapes as JSON on stdout. With
 --dump, writes each array's raw payload bytes (as stored; for int8/fp8 the codes,
-their padding, the fp16 scales and column scales) to OUT_DIR/<name>.raw
+their padding, the fp16 scales, column scales and centers) to OUT_DIR/<name>.raw
 and its float32 values (dequantized for int8/fp8) to OUT_DIR/<name>.f32. The
 checksum is always verified: XXH3-64 (python3-xxhash) from version 2, XXH64
-(implemented below in pure Python) in version 1. Reads format versions 1 to 3.
+(implemented below in pure Python) in version 1. Reads format versions 1 to 4.
 """
 import json
 import os
@@ -75,16 +75,19 @@ def xxh64(data, seed=0):
 
 
 # Codes 4 and 5 (format version 2) are group-quantized: 1-byte codes + fp16
-# scales; 6 and 7 (version 3) add fp16 column scales of outlier channels.
+# scales; 6 and 7 (version 3) add fp16 column scales of outlier channels, 8 and
+# 9 (version 4) also their fp16 centers.
 DTYPES = {1: np.dtype('<f2'), 2: np.dtype('<u2'), 3: np.dtype('<f4'),  # 2: bfloat16 bits
           4: np.dtype('i1'), 5: np.dtype('u1'),  # 4: int8 codes, 5: fp8 e4m3 codes
-          6: np.dtype('i1'), 7: np.dtype('u1')}
-DTYPE_NAMES = {1: 'fp16', 2: 'bf16', 3: 'fp32', 4: 'int8', 5: 'fp8', 6: 'int8', 7: 'fp8'}
-QUANTIZED = (4, 5, 6, 7)
-INT8_CODES = (4, 6)
-WITH_COLUMNS = (6, 7)
-FIRST_VERSION = {4: 2, 5: 2, 6: 3, 7: 3}
-VERSION = 3
+          6: np.dtype('i1'), 7: np.dtype('u1'), 8: np.dtype('i1'), 9: np.dtype('u1')}
+DTYPE_NAMES = {1: 'fp16', 2: 'bf16', 3: 'fp32', 4: 'int8', 5: 'fp8', 6: 'int8', 7: 'fp8',
+               8: 'int8', 9: 'fp8'}
+QUANTIZED = (4, 5, 6, 7, 8, 9)
+INT8_CODES = (4, 6, 8)
+WITH_COLUMNS = (6, 7, 8, 9)
+WITH_CENTERS = (8, 9)
+FIRST_VERSION = {4: 2, 5: 2, 6: 3, 7: 3, 8: 4, 9: 4}
+VERSION = 4
 
 
 def e4m3_values():
@@ -99,10 +102,13 @@ def e4m3_values():
 
 class Quantized:
     """A quantized array as stored: codes (shape), scales (shape[:-1] + (G,)), group,
-    and column scales (S, C) float16 (0: the group's) or None (version-2 codes 4, 5)."""
+    column scales (S, C) float16 or None (version-2 codes 4, 5), and column centers
+    (S, C) float16 or None (codes 4 to 7). A channel whose column scale and center
+    are both 0 is coded with its group."""
 
-    def __init__(self, codes, scales, group, columns=None):
-        self.codes, self.scales, self.group, self.columns = codes, scales, group, columns
+    def __init__(self, codes, scales, group, columns=None, centers=None):
+        self.codes, self.scales, self.group = codes, scales, group
+        self.columns, self.centers = columns, centers
         self.shape, self.dtype = codes.shape, codes.dtype
 
     def tobytes(self):
@@ -149,10 +155,14 @@ def decode(value, where):
             groups = -(-shape[-1] // group)
             scale_offset = -(-numel // 64) * 64
             want = scale_offset + 2 * (numel // shape[-1]) * groups
-            # then (codes 6, 7) fp16 column scales, C per slice; S = shape[0] for >= 3 dims
+            # then (codes 6 to 9) fp16 column scales, C per slice (S = shape[0] for >= 3
+            # dims, else 1), then (codes 8, 9) fp16 column centers, C per slice
             slices = (shape[0] if ndim >= 3 else 1) if code in WITH_COLUMNS else 0
             column_offset = want
             want += 2 * slices * shape[-1]
+            center_offset = want
+            if code in WITH_CENTERS:
+                want += 2 * slices * shape[-1]
         else:
             want = numel * dt.itemsize
         if nbytes != want or offset + nbytes > size - 8:
@@ -161,11 +171,14 @@ def decode(value, where):
         if code in QUANTIZED:
             scales = np.frombuffer(value, dtype='<f2', count=(numel // shape[-1]) * groups,
                                    offset=offset + scale_offset)
-            columns = None
+            columns = centers = None
             if code in WITH_COLUMNS:
                 columns = np.frombuffer(value, dtype='<f2', count=slices * shape[-1],
                                         offset=offset + column_offset).reshape(slices, shape[-1])
-            a = Quantized(a, scales.reshape(tuple(shape[:-1]) + (groups,)), group, columns)
+            if code in WITH_CENTERS:
+                centers = np.frombuffer(value, dtype='<f2', count=slices * shape[-1],
+                                        offset=offset + center_offset).reshape(slices, shape[-1])
+            a = Quantized(a, scales.reshape(tuple(shape[:-1]) + (groups,)), group, columns, centers)
         arrays[name] = (code, a)
     header = dict(key=key, video_id=video_id, view=view, label=label, clip_index=clip,
                   view_index=view_index)
@@ -191,16 +204,22 @@ def to_float32(code, a):
     if code == 2:
         return (a.astype(np.uint32) << 16).view(np.float32)
     if code in QUANTIZED:
-        # x = float32(code value) * float32(scale): one float32 multiply per value,
-        # the scale being the column's for an outlier channel (codes 6, 7), else the group's.
+        # A group's channel: x = float32(code value) * float32(scale), one float32
+        # multiply. An outlier channel (codes 6 to 9): x = float32(center) +
+        # float32(code value) * float32(column scale), the product rounded to
+        # float32 before the sum (the center is 0 for codes 6, 7).
         codes = a.codes.astype(np.float32) if code in INT8_CODES else e4m3_values()[a.codes]
         scales = np.repeat(a.scales.astype(np.float32), a.group, axis=-1)[..., :a.shape[-1]]
+        out = codes * scales
         if a.columns is not None:
             s, c = a.columns.shape
-            cols = np.broadcast_to(a.columns.astype(np.float32)[:, None, :],
-                                   (s, scales.size // (s * c), c)).reshape(scales.shape)
-            scales = np.where(cols != 0, cols, scales)
-        return codes * scales
+            per_row = lambda t: np.broadcast_to(t.astype(np.float32)[:, None, :],
+                                                (s, scales.size // (s * c), c)).reshape(scales.shape)
+            cols = per_row(a.columns)
+            mids = per_row(a.centers) if a.centers is not None else np.zeros_like(cols)
+            is_column = (cols != 0) | (mids != 0)
+            out = np.where(is_column, mids + codes * cols, out)
+        return out
     return a.astype(np.float32)
 
 

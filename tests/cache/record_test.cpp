@@ -277,22 +277,34 @@ TEST(Manifest, QuantizationIsRecordedAndChecked) {
   expect_error_contains([&] { Manifest::from_json(missing, "m.json"); },
                         {"m.json", "'quantization'"});
   std::string v1 = text;
-  v1.replace(v1.find("\"format_version\": 3"), 19, "\"format_version\": 1");
+  v1.replace(v1.find("\"format_version\": 4"), 19, "\"format_version\": 1");
   expect_error_contains([&] { Manifest::from_json(v1, "m.json"); },
                         {"m.json", "'int8' needs format version 2"});
-  // Version 3 records the outlier channels; a version-2 manifest has none and
-  // means the version-2 payloads (dtype codes 4, 5).
-  EXPECT_NE(text.find("\"outlier_channels\": \"median-8x-column-absmax\""), std::string::npos)
-      << text;
-  std::string v2 = text;
+  // Version 4 records outlier channels with centers; version 3 wrote them
+  // without (dtype codes 6, 7), version 2 none (codes 4, 5).
+  const std::string centered = "\"outlier_channels\": \"median-8x-column-midrange\"";
+  ASSERT_NE(text.find(centered), std::string::npos) << text;
+  std::string v3 = text;
+  v3.replace(v3.find("\"format_version\": 4"), 19, "\"format_version\": 3");
+  expect_error_contains([&] { Manifest::from_json(v3, "m.json"); },
+                        {"m.json quantization", "need format version 4"});
+  v3.replace(v3.find(centered), centered.size(),
+             "\"outlier_channels\": \"median-8x-column-absmax\"");
+  EXPECT_EQ(Manifest::from_json(v3, "m.json").dtype, DType::kI8V3);
+  std::string v2 = v3;
   v2.replace(v2.find("\"format_version\": 3"), 19, "\"format_version\": 2");
   expect_error_contains([&] { Manifest::from_json(v2, "m.json"); },
-                        {"m.json quantization", "outlier_channels need format version 3"});
+                        {"m.json quantization", "need format version 3"});
   const std::string outliers = ",\n    \"outlier_channels\": \"median-8x-column-absmax\"";
   ASSERT_NE(v2.find(outliers), std::string::npos) << v2;
   v2.erase(v2.find(outliers), outliers.size());
   EXPECT_EQ(Manifest::from_json(v2, "m.json").dtype, DType::kI8V2);
+  std::string odd = text;
+  odd.replace(odd.find(centered), centered.size(), "\"outlier_channels\": \"median-4x\"");
+  expect_error_contains([&] { Manifest::from_json(odd, "m.json"); },
+                        {"m.json quantization", "'median-4x' is not supported"});
   EXPECT_EQ(to_string(DType::kI8V2), "int8");
+  EXPECT_EQ(to_string(DType::kFP8V3), "fp8");
   EXPECT_EQ(parse_dtype("fp8"), DType::kFP8);
   EXPECT_EQ(parse_dtype("int8"), DType::kI8);
   EXPECT_THROW(parse_dtype("int4"), evl::UsageError);
@@ -306,7 +318,7 @@ TEST(Manifest, JsonRoundTripAndStrictParsing) {
   EXPECT_NO_THROW(check_matches(m, back, "m.json"));
 
   std::string future = m.to_json();
-  future.replace(future.find("\"format_version\": 3"), 19, "\"format_version\": 9");
+  future.replace(future.find("\"format_version\": 4"), 19, "\"format_version\": 9");
   expect_error_contains([&] { Manifest::from_json(future, "m.json"); },
                         {"m.json", "format version 9", "upgrade"});
   std::string missing = m.to_json();

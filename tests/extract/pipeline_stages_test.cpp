@@ -187,7 +187,8 @@ TEST_F(Stages, QuantizedStorageFailsAClipWithNonFiniteFeatures) {
       const int64_t per_block = want.numel();
       const int64_t blocks = x.shape[0];
       // The last block of the record, cut out of the payload per FORMAT.md, as
-      // an array of shape (1, T, L, C): one slice, so its column scales are that block's.
+      // an array of shape (1, T, L, C): one slice, so its column scales and
+      // centers are that block's.
       std::vector<int64_t> shape(x.shape.begin(), x.shape.end());
       shape[0] = 1;
       cache::Array last{x.dtype, shape, {}};
@@ -196,13 +197,18 @@ TEST_F(Stages, QuantizedStorageFailsAClipWithNonFiniteFeatures) {
                    scales = static_cast<size_t>(per_block / x.shape.back() * parts.groups),
                    width = static_cast<size_t>(x.shape.back());
       const size_t scales_at = (codes + 63) / 64 * 64;
-      last.bytes.assign(scales_at + 2 * scales + (parts.columns ? 2 * width : 0), 0);
+      const bool centers = test::spec_has_centers(x.dtype);
+      last.bytes.assign(
+          scales_at + 2 * scales + (parts.columns ? 2 * width : 0) + (centers ? 2 * width : 0), 0);
       std::memcpy(last.bytes.data(), parts.codes + (blocks - 1) * per_block, codes);
       std::memcpy(last.bytes.data() + scales_at, parts.scales.data() + (blocks - 1) * scales,
                   2 * scales);
       if (parts.columns)
         std::memcpy(last.bytes.data() + scales_at + 2 * scales,
                     parts.cols.data() + (blocks - 1) * width, 2 * width);
+      if (centers)
+        std::memcpy(last.bytes.data() + scales_at + 2 * scales + 2 * width,
+                    parts.mids.data() + (blocks - 1) * width, 2 * width);
       EXPECT_EQ(test::check_within_bound(last, want.data_ptr<float>()), "");
     }
 }

@@ -52,34 +52,55 @@ inline double e4m3_half_ulp(double v) {
   return std::ldexp(1.0, std::ilogb(a) - 4);
 }
 
+// int8 codes: dtype codes 4, 6, 8; fp8 (E4M3FN) codes: 5, 7, 9.
+inline bool spec_is_int8(cache::DType dtype) {
+  const int code = static_cast<int>(dtype);
+  return code == 4 || code == 6 || code == 8;
+}
+
 // A quantized payload split per FORMAT.md: codes (numel bytes), then at
 // ceil(numel / 64) * 64 the fp16 scales, G = ceil(C / 64) per row of C, then
-// for dtypes 6, 7 (int8, fp8 since version 3) the fp16 column scales, C per
-// slice (0: coded with its group); S = d0 slices of R / S rows for 3 or more
-// dims, else 1.
+// for dtypes 6 to 9 (int8, fp8 since version 3) the fp16 column scales, C per
+// slice, then for dtypes 8, 9 (since version 4) the fp16 column centers, C per
+// slice (scale and center 0: coded with its group); S = d0 slices of R / S rows
+// for 3 or more dims, else 1.
 struct QuantParts {
   int64_t rows = 0, width = 0, groups = 0, slices = 0, slice_rows = 0;
   bool columns = false;
   const uint8_t* codes = nullptr;
   std::vector<uint16_t> scales;  // rows * groups
   std::vector<uint16_t> cols;    // slices * width (empty without outlier channels)
+  std::vector<uint16_t> mids;    // slices * width (zeros without centers)
 
+  bool is_column(int64_t row, int64_t channel) const {
+    if (!columns) return false;
+    const auto i = static_cast<size_t>(row / slice_rows * width + channel);
+    return cols[i] != 0 || mids[i] != 0;
+  }
   // The scale value c of row `row` is coded with: its column's or its group's.
   double scale(int64_t row, int64_t channel) const {
-    if (columns) {
-      const uint16_t col = cols[static_cast<size_t>(row / slice_rows * width + channel)];
-      if (col) return half_value(col);
-    }
+    if (is_column(row, channel))
+      return half_value(cols[static_cast<size_t>(row / slice_rows * width + channel)]);
     return half_value(scales[static_cast<size_t>(row * groups + channel / 64)]);
   }
+  // The value its code is an offset from: its column's center, or 0.
+  double center(int64_t row, int64_t channel) const {
+    if (!is_column(row, channel)) return 0;
+    return half_value(mids[static_cast<size_t>(row / slice_rows * width + channel)]);
+  }
   double code_value(cache::DType dtype, size_t i) const {
-    const bool int8 = dtype == cache::DType::kI8 || dtype == cache::DType::kI8V2;
-    return int8 ? static_cast<double>(static_cast<int8_t>(codes[i])) : ocp_e4m3(codes[i]);
+    return spec_is_int8(dtype) ? static_cast<double>(static_cast<int8_t>(codes[i]))
+                               : ocp_e4m3(codes[i]);
   }
 };
 
 inline bool spec_has_columns(cache::DType dtype) {
-  return static_cast<int>(dtype) == 6 || static_cast<int>(dtype) == 7;
+  const int code = static_cast<int>(dtype);
+  return code >= 6 && code <= 9;
+}
+inline bool spec_has_centers(cache::DType dtype) {
+  const int code = static_cast<int>(dtype);
+  return code == 8 || code == 9;
 }
 
 inline QuantParts split_quantized(cache::DType dtype, const std::vector<int64_t>& shape,
@@ -99,18 +120,25 @@ inline QuantParts split_quantized(cache::DType dtype, const std::vector<int64_t>
     p.slices = shape.size() >= 3 ? shape[0] : 1;
     p.slice_rows = p.slices ? p.rows / p.slices : 0;
     p.cols.resize(static_cast<size_t>(p.slices * p.width));
-    std::memcpy(p.cols.data(), payload + scales_at + p.scales.size() * 2, p.cols.size() * 2);
+    const size_t cols_at = scales_at + p.scales.size() * 2;
+    std::memcpy(p.cols.data(), payload + cols_at, p.cols.size() * 2);
+    p.mids.assign(p.cols.size(), 0);
+    if (spec_has_centers(dtype))
+      std::memcpy(p.mids.data(), payload + cols_at + p.cols.size() * 2, p.mids.size() * 2);
   }
   return p;
 }
 
-// The float32 values a reader gets: float32(code value) * float32(scale).
+// The float32 values a reader gets: float32(code value) * float32(scale), and
+// for an outlier channel float32(center) + that product (two float32 roundings).
 inline std::vector<float> reference_dequantize(const cache::Array& a) {
   const QuantParts p = split_quantized(a.dtype, a.shape, a.bytes.data());
   std::vector<float> out(static_cast<size_t>(p.rows * p.width));
   for (size_t i = 0; i < out.size(); ++i) {
     const auto r = static_cast<int64_t>(i) / p.width, c = static_cast<int64_t>(i) % p.width;
-    out[i] = static_cast<float>(p.code_value(a.dtype, i)) * static_cast<float>(p.scale(r, c));
+    const volatile float product =
+        static_cast<float>(p.code_value(a.dtype, i)) * static_cast<float>(p.scale(r, c));
+    out[i] = p.is_column(r, c) ? static_cast<float>(p.center(r, c)) + product : product;
   }
   return out;
 }
@@ -147,14 +175,16 @@ inline std::vector<bool> reference_outliers(const std::vector<int64_t>& shape, c
   return out;
 }
 
-// The scheme's bound on |x - x'| for a value x coded with scale s: s/2 (int8),
-// s * half an E4M3 ulp at |x / s| (fp8), plus float32 rounding of the quotient
-// and the product (2^-22 |x|). s == 0 only for a group of zeros.
-inline double scheme_bound(cache::DType dtype, double x, double s) {
-  if (s == 0) return 0;
-  const bool int8 = dtype == cache::DType::kI8 || dtype == cache::DType::kI8V2;
-  const double q = int8 ? 0.5 : e4m3_half_ulp(x / s);
-  return q * s + std::ldexp(std::fabs(x), -22);
+// The scheme's bound on |x - x'| for a value x coded with scale s around
+// center m (0 for a group): s/2 (int8), s * half an E4M3 ulp at |(x - m) / s|
+// (fp8), plus float32 rounding of the difference, the quotient, the product
+// and the sum (2^-22 (|x| + |m|)). s == 0 only for a group of zeros or a
+// column of values all equal to its center.
+inline double scheme_bound(cache::DType dtype, double x, double s, double m = 0) {
+  const double rounding = std::ldexp(std::fabs(x) + std::fabs(m), -22);
+  if (s == 0) return m == 0 ? 0 : rounding;
+  const double q = spec_is_int8(dtype) ? 0.5 : e4m3_half_ulp((x - m) / s);
+  return q * s + rounding;
 }
 
 // "" when every value of quantized `a` is within scheme_bound of `x` (the
@@ -164,12 +194,13 @@ inline std::string check_within_bound(const cache::Array& a, const float* x) {
   const std::vector<float> back = reference_dequantize(a);
   for (size_t i = 0; i < back.size(); ++i) {
     const auto r = static_cast<int64_t>(i) / p.width, c = static_cast<int64_t>(i) % p.width;
-    const double s = p.scale(r, c), err = std::fabs(static_cast<double>(back[i]) - x[i]);
-    if (!(err <= scheme_bound(a.dtype, x[i], s))) {
+    const double s = p.scale(r, c), m = p.center(r, c);
+    const double err = std::fabs(static_cast<double>(back[i]) - x[i]);
+    if (!(err <= scheme_bound(a.dtype, x[i], s, m))) {
       std::ostringstream os;
       os << "value " << i << " (row " << r << ", channel " << c << "): x " << x[i] << ", read "
-         << back[i] << ", scale " << s << ", error " << err << " > bound "
-         << scheme_bound(a.dtype, x[i], s);
+         << back[i] << ", scale " << s << ", center " << m << ", error " << err << " > bound "
+         << scheme_bound(a.dtype, x[i], s, m);
       return os.str();
     }
   }

@@ -165,8 +165,10 @@ TEST_P(QuantizedLoader, BatchesAreTheDequantizedValues) {
       EXPECT_TRUE(torch::equal(c.x[i], a.x[i]));
       EXPECT_TRUE(torch::equal(c.q[i], a.q[i]));
     }
-    // Storage is smaller than the float32 twin: 1-byte codes + fp16 scales.
-    EXPECT_LT(quantized.bytes_read() * 3, reference.bytes_read()) << n;
+    // Storage is smaller than the float32 twin: 1-byte codes + fp16 scales, + per
+    // slice an fp16 column scale and center per channel (4 C bytes per slice of
+    // T L = 10 rows here: 40% of the codes; of a ViT-B/16 record's 1576, 0.25%).
+    EXPECT_LT(quantized.bytes_read() * 2, reference.bytes_read()) << n;
   }
 }
 
@@ -233,7 +235,8 @@ TEST(ConvertedCache, LoadsAsTheSourceWithinEachGroupsBound) {
         for (int64_t t = 0; t < per; ++t)
           for (int64_t c = 0; c < kC; ++c) {
             const double s = p.scale(layer * per + t, c), v = wa[t][c];
-            const double bound = test::scheme_bound(DType::kI8, v, s) + 0.05 * s;
+            const double bound =
+                test::scheme_bound(DType::kI8, v, s, p.center(layer * per + t, c)) + 0.05 * s;
             ASSERT_LE(std::fabs(ga[t][c] - v), bound)
                 << name << " layer " << layer << " token " << t << " channel " << c;
           }
