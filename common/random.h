@@ -43,6 +43,13 @@ double canonical(Engine& g);
 double uniform_real(Engine& g, double a, double b);
 // True with probability p: canonical(g) < p, as std::bernoulli_distribution.
 bool bernoulli(Engine& g, double p);
+// Normal with mean `mean` and standard deviation `stddev` (>= 0) by Marsaglia's
+// polar method, as std::normal_distribution: two canonical() draws per try
+// mapped to [-1, 1), rejected outside the unit disc, then y * sqrt(-2 ln r2 / r2).
+// libstdc++ keeps the pair's other value for its next call; this function does
+// not (each call is independent of the previous ones), so it equals libstdc++'s
+// odd-numbered results only.
+double normal(Engine& g, double mean, double stddev);
 
 // --- seed derivations ---
 // The engine of training view `view_index` of clip `clip_index` (evl_extract
