@@ -77,6 +77,13 @@ Engine view_engine(uint64_t seed, int64_t clip_index, int64_t view_index) {
   return Engine(seq);
 }
 
+Engine augment_engine(uint64_t seed, int64_t clip_index, int64_t view_index) {
+  std::seed_seq seq{static_cast<uint32_t>(seed),       static_cast<uint32_t>(seed >> 32),
+                    static_cast<uint32_t>(clip_index), static_cast<uint32_t>(clip_index >> 32),
+                    static_cast<uint32_t>(view_index), 0x52414e44u};
+  return Engine(seq);
+}
+
 uint64_t step_seed(uint64_t seed, int64_t step) {
   return mix64(seed * kGolden + static_cast<uint64_t>(step) + 1) & 0x7fffffffffffffffULL;
 }

@@ -56,6 +56,10 @@ double normal(Engine& g, double mean, double stddev);
 // --seed, evl_train_head --seed): std::seed_seq over the 32-bit words
 // (seed lo, seed hi, clip lo, clip hi, view, 0x45564c "EVL").
 Engine view_engine(uint64_t seed, int64_t clip_index, int64_t view_index);
+// The engine of the augmentation draw (RandAugment) of the same view: the same
+// words with the tag 0x52414e44 ("RAND"). Separate from view_engine so that the
+// temporal start and crop of a view do not depend on whether it is augmented.
+Engine augment_engine(uint64_t seed, int64_t clip_index, int64_t view_index);
 // The LibTorch seed of optimiser step `step` (dropout masks; step -1 seeds the
 // head's initial weights): mix64(seed * golden + step + 1), top bit cleared
 // (torch::manual_seed takes a non-negative int64 in practice).

@@ -317,10 +317,15 @@ bool parse_double(const std::string& s, double& out) {
   return *end == '\0' && std::isfinite(out);
 }
 
+// The shortest decimal that reads back as exactly `v` (so a view's recorded
+// ops reproduce it).
 std::string format_double(double v) {
-  std::ostringstream os;
-  os << v;
-  return os.str();
+  char buf[40];
+  for (int digits = 6; digits <= 17; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  return buf;
 }
 
 }  // namespace

@@ -118,7 +118,8 @@ RandAugmentSpec parse_rand_augment(const std::string& text, const std::string& f
 // + (default) or -, magnitude in [0, 10]; "" gives none. Throws UsageError
 // naming `flag` and the bad item.
 std::vector<OpDraw> parse_augment_ops(const std::string& text, const std::string& flag);
-// The canonical text of `ops` ("Rotate:7:-,Invert:0:+"), "" for none.
+// The canonical text of `ops` ("Rotate:7:-,Invert:0:+"), "" for none; each
+// magnitude is the shortest decimal that parses back to it exactly.
 std::string augment_ops_text(const std::vector<OpDraw>& ops);
 
 // One clip's RandAugment draw, as timm's RandAugment.__call__ with

@@ -3,8 +3,12 @@
 // temporal views per sampling.h, spatial-major order) and training views
 // (random resized crop, the same for every frame, resized to S x S). Bilinear
 // resizing is LibTorch's F.interpolate(align_corners=False), no antialias.
+// Training views get RandAugment (extract/rand_augment.h) on the decoded uint8
+// frames before anything else, as the official loader (its float/255 ->
+// ToPILImage round trip is exact for 8-bit input, so it is skipped): one draw
+// per view from rng::augment_engine(seed, clip, view), applied to every frame.
 // Photometric jitter and flips are options of ours (the official code has
-// RandAugment and no flip); RandAugment itself is not implemented.
+// neither).
 //
 // Shapes: T frames, H x W frame size, S output size.
 #pragma once
@@ -18,6 +22,7 @@
 
 #include "common/random.h"
 #include "extract/dataset_list.h"
+#include "extract/rand_augment.h"
 #include "extract/view_settings.h"
 
 namespace evl {
@@ -33,6 +38,8 @@ struct SamplingConfig {
   std::array<double, 3> mean{0.48145466, 0.4578275, 0.40821073};
   std::array<double, 3> std{0.26862954, 0.26130258, 0.27577711};
   bool flip = false, photometric = false;
+  augment::RandAugmentSpec rand_augment;     // training views (disabled: none)
+  std::vector<augment::OpDraw> augment_ops;  // every view; replaces rand_augment when set
   uint64_t seed = 0;
   int decoder_threads = 1;  // libavcodec threads per video
 };
@@ -43,7 +50,8 @@ SamplingConfig sampling_config(const ViewSettings& views, uint64_t seed, int64_t
 
 struct ClipView {
   int32_t view_index = 0;
-  std::string description;             // e.g. "test t1/3 s0/1 start=94"
+  std::string description;             // e.g. "test t1/3 s0/1 start=94"; ends with
+                                       // " augment=OPS" (augment_ops_text) when augmented
   std::vector<int64_t> frame_indices;  // T presentation-order indices into the whole video
   torch::Tensor pixels;                // (T, 3, S, S) float32, normalised
 };
@@ -60,6 +68,9 @@ CropBox random_resized_crop_box(int64_t height, int64_t width, rng::Engine& g,
                                 std::array<double, 2> scale = {0.08, 1.0},
                                 std::array<double, 2> ratio = {3.0 / 4.0, 4.0 / 3.0});
 
+// `ops` applied to each uint8 (H, W, 3) frame (the same ops for every frame).
+std::vector<torch::Tensor> augment_frames(const std::vector<torch::Tensor>& frames,
+                                          const std::vector<augment::OpDraw>& ops);
 // uint8 (H, W, 3) frames -> (T, 3, H, W) float32 in [0, 1].
 torch::Tensor frames_to_float(const std::vector<torch::Tensor>& frames);
 // (x - mean) / std per channel of (T, 3, H, W), in float32 like the official code.

@@ -11,8 +11,8 @@ loader runs them with.
       the official training chain on T frames: uint8 -> float/255 -> ToPILImage
       (x255, truncate) -> the ops of OPS in order -> ToTensor (/255) ->
       normalise -> crop BOX (top,left,h,w) -> bilinear resize to SIZE x SIZE
-      (F.interpolate, align_corners=False, no antialias); writes a float32
-      (T, 3, SIZE, SIZE) array.
+      (F.interpolate, align_corners=False, no antialias); writes the
+      (T, 3, SIZE, SIZE) result as raw little-endian float32.
   rand_augment_reference.py frames OUTDIR VIDEO N
       decodes the first N frames of VIDEO with PyAV (rgb24, display size) and
       writes every one as OUTDIR/<k>.ppm: real frames for the tests.
@@ -113,7 +113,7 @@ def main():
             views.append(t[:, top:top + h, left:left + w])
         x = F.interpolate(torch.stack(views), size=(size, size), mode="bilinear",
                           align_corners=False)
-        np.save(out, x.numpy().astype(np.float32))
+        x.numpy().astype("<f4").tofile(out)
         return
     if mode == "frames":
         import av
