@@ -148,11 +148,12 @@ std::vector<ClipView> build_views(VideoReader& reader, const ClipEntry& entry,
   std::vector<Plan> plans;  // train: one per view; test: one per temporal view
   std::vector<rng::Engine> rngs;
   if (train) {
-    for (int64_t v = 0; v < cfg.train_views; ++v) {
+    for (int64_t v = cfg.first_train_view; v < cfg.first_train_view + cfg.train_views; ++v) {
       rngs.push_back(rng::view_engine(cfg.seed, clip_index, v));
       auto idx = cfg.tsn ? tsn_train_indices(n, cfg.frames, rngs.back())
                          : dense_train_indices(n, cfg.frames, cfg.stride, rngs.back());
-      plans.push_back({idx, str("train ", v, "/", cfg.train_views)});
+      plans.push_back({idx, cfg.first_train_view == 0 ? str("train ", v, "/", cfg.train_views)
+                                                      : str("train ", v)});
     }
   } else {
     EVL_CHECK(cfg.temporal_views >= 1 && cfg.spatial_views >= 1, "views must be >= 1");
@@ -190,9 +191,10 @@ std::vector<ClipView> build_views(VideoReader& reader, const ClipEntry& entry,
   if (train) {
     for (size_t v = 0; v < plans.size(); ++v) {
       auto& g = rngs[v];
+      const int64_t view_index = cfg.first_train_view + static_cast<int64_t>(v);
       std::vector<augment::OpDraw> ops = cfg.augment_ops;
       if (ops.empty()) {
-        auto ga = rng::augment_engine(cfg.seed, clip_index, static_cast<int64_t>(v));
+        auto ga = rng::augment_engine(cfg.seed, clip_index, view_index);
         ops = augment::draw_rand_augment(cfg.rand_augment, ga);
       }
       auto x = gather(plans[v].indices, ops);
@@ -212,7 +214,7 @@ std::vector<ClipView> build_views(VideoReader& reader, const ClipEntry& entry,
         desc += " flip";
       }
       desc += augment_note(ops);
-      views.push_back({static_cast<int32_t>(v), desc, plans[v].indices, x.contiguous()});
+      views.push_back({static_cast<int32_t>(view_index), desc, plans[v].indices, x.contiguous()});
     }
     return views;
   }

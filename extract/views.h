@@ -33,7 +33,8 @@ struct SamplingConfig {
   int64_t frames = 8, stride = 16;
   bool tsn = false;
   int64_t temporal_views = 1, spatial_views = 1;
-  int64_t train_views = 0;  // K > 0: K augmented training views instead of test views
+  int64_t train_views = 0;       // K > 0: K augmented training views instead of test views
+  int64_t first_train_view = 0;  // training views first .. first + K - 1 (--online draws one)
   int64_t input_size = 224;
   std::array<double, 3> mean{0.48145466, 0.4578275, 0.40821073};
   std::array<double, 3> std{0.26862954, 0.26130258, 0.27577711};
@@ -91,7 +92,9 @@ Photometric random_photometric(rng::Engine& g);
 // Applies p to (T, 3, H, W) RGB in [0, 1]; result clamped to [0, 1].
 torch::Tensor apply_photometric(const torch::Tensor& x, const Photometric& p);
 
-// All views of one clip: cfg.train_views > 0 gives K training views, otherwise
+// All views of one clip: cfg.train_views > 0 gives K training views (view
+// indices cfg.first_train_view + 0 .. K-1; view v is the same whatever K and
+// first are, so an online draw equals a cached view), otherwise
 // spatial_views x temporal_views test views in spatial-major order. Decodes only
 // the frames needed, once. Trims to [entry.start_sec, entry.end_sec) when set.
 // A video that turns out shorter than indexed is resampled (with a warning).
