@@ -176,7 +176,11 @@ struct Manifest {
   std::string sampling = "dense";                 // "dense" | "tsn"
   int64_t temporal_views = 1, spatial_views = 1;  // test views per clip
   int64_t train_views = 0;                        // K augmented views per clip (0: test views)
-  std::vector<double> mean, std;                  // normalisation, 3 values each
+  // How the views were augmented before the backbone (ViewSettings::augmentation):
+  // "none", a RandAugment string like "rand-m7-n4-mstd0.5-inc1", or "ops ...".
+  // "none" for manifests written before the field existed (no augmentation then).
+  std::string augment = "none";
+  std::vector<double> mean, std;  // normalisation, 3 values each
   uint64_t seed = 0;
   bool has_inputs = false;  // records carry "inputs"
   std::string list_file;    // dataset list it was extracted from
@@ -208,7 +212,7 @@ struct Manifest {
 
 // Throws evl::Error naming the first field where `found` differs from `expected`
 // in the provenance that determines features: backbone hash and architecture,
-// layers, storage, frames, stride, sampling, views, input size, mean/std.
+// layers, storage, frames, stride, sampling, views, augment, input size, mean/std.
 // `fields` restricts the comparison (empty: all of them). Compared only when
 // named: dtype, has_inputs, seed, list_file, num_clips, format_version and
 // "conversions" (the chain of from_dtype/from_storage/from_format_version, the

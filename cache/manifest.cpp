@@ -54,6 +54,7 @@ std::string Manifest::to_json() const {
       {"temporal_views", temporal_views},
       {"spatial_views", spatial_views},
       {"train_views", train_views},
+      {"augment", augment},
       {"mean", mean},
       {"std", std},
       {"seed", seed},
@@ -178,6 +179,7 @@ Manifest Manifest::from_json(const std::string& text, const std::string& where) 
   field(j, "temporal_views", m.temporal_views, where);
   field(j, "spatial_views", m.spatial_views, where);
   field(j, "train_views", m.train_views, where);
+  if (j.contains("augment")) field(j, "augment", m.augment, where);  // absent before issue 16
   field(j, "mean", m.mean, where);
   field(j, "std", m.std, where);
   field(j, "seed", m.seed, where);
@@ -248,30 +250,14 @@ std::string show(const T& v) {
 }  // namespace
 
 const std::vector<std::string>& provenance_fields() {
-  static const std::vector<std::string> fields = {"format_version",
-                                                  "backbone.hash",
-                                                  "backbone.width",
-                                                  "backbone.depth",
-                                                  "backbone.heads",
-                                                  "backbone.patch",
-                                                  "backbone.grid",
-                                                  "backbone.input_size",
-                                                  "layers",
-                                                  "storage",
-                                                  "dtype",
-                                                  "frames",
-                                                  "stride",
-                                                  "sampling",
-                                                  "temporal_views",
-                                                  "spatial_views",
-                                                  "train_views",
-                                                  "mean",
-                                                  "std",
-                                                  "has_inputs",
-                                                  "seed",
-                                                  "list_file",
-                                                  "num_clips",
-                                                  "conversions"};
+  static const std::vector<std::string> fields = {
+      "format_version", "backbone.hash",  "backbone.width", "backbone.depth",
+      "backbone.heads", "backbone.patch", "backbone.grid",  "backbone.input_size",
+      "layers",         "storage",        "dtype",          "frames",
+      "stride",         "sampling",       "temporal_views", "spatial_views",
+      "train_views",    "augment",        "mean",           "std",
+      "has_inputs",     "seed",           "list_file",      "num_clips",
+      "conversions"};
   return fields;
 }
 
@@ -303,6 +289,7 @@ void check_matches(const Manifest& expected, const Manifest& found, const std::s
   cmp("temporal_views", show(e.temporal_views), show(f.temporal_views));
   cmp("spatial_views", show(e.spatial_views), show(f.spatial_views));
   cmp("train_views", show(e.train_views), show(f.train_views));
+  cmp("augment", show(e.augment), show(f.augment));
   cmp("mean", show(e.mean), show(f.mean));
   cmp("std", show(e.std), show(f.std));
   // Not compared unless asked for by name: they do not change the features' meaning.

@@ -60,10 +60,27 @@ double uniform_real(Engine& g, double a, double b) { return canonical(g) * (b - 
 
 bool bernoulli(Engine& g, double p) { return canonical(g) < p; }
 
+double normal(Engine& g, double mean, double stddev) {
+  double x, y, r2;
+  do {
+    x = 2.0 * canonical(g) - 1.0;
+    y = 2.0 * canonical(g) - 1.0;
+    r2 = x * x + y * y;
+  } while (r2 > 1.0 || r2 == 0.0);
+  return y * std::sqrt(-2.0 * std::log(r2) / r2) * stddev + mean;
+}
+
 Engine view_engine(uint64_t seed, int64_t clip_index, int64_t view_index) {
   std::seed_seq seq{static_cast<uint32_t>(seed),       static_cast<uint32_t>(seed >> 32),
                     static_cast<uint32_t>(clip_index), static_cast<uint32_t>(clip_index >> 32),
                     static_cast<uint32_t>(view_index), 0x45564cu};
+  return Engine(seq);
+}
+
+Engine augment_engine(uint64_t seed, int64_t clip_index, int64_t view_index) {
+  std::seed_seq seq{static_cast<uint32_t>(seed),       static_cast<uint32_t>(seed >> 32),
+                    static_cast<uint32_t>(clip_index), static_cast<uint32_t>(clip_index >> 32),
+                    static_cast<uint32_t>(view_index), 0x52414e44u};
   return Engine(seq);
 }
 

@@ -43,12 +43,23 @@ double canonical(Engine& g);
 double uniform_real(Engine& g, double a, double b);
 // True with probability p: canonical(g) < p, as std::bernoulli_distribution.
 bool bernoulli(Engine& g, double p);
+// Normal with mean `mean` and standard deviation `stddev` (>= 0) by Marsaglia's
+// polar method, as std::normal_distribution: two canonical() draws per try
+// mapped to [-1, 1), rejected outside the unit disc, then y * sqrt(-2 ln r2 / r2).
+// libstdc++ keeps the pair's other value for its next call; this function does
+// not (each call is independent of the previous ones), so it equals libstdc++'s
+// odd-numbered results only.
+double normal(Engine& g, double mean, double stddev);
 
 // --- seed derivations ---
 // The engine of training view `view_index` of clip `clip_index` (evl_extract
 // --seed, evl_train_head --seed): std::seed_seq over the 32-bit words
 // (seed lo, seed hi, clip lo, clip hi, view, 0x45564c "EVL").
 Engine view_engine(uint64_t seed, int64_t clip_index, int64_t view_index);
+// The engine of the augmentation draw (RandAugment) of the same view: the same
+// words with the tag 0x52414e44 ("RAND"). Separate from view_engine so that the
+// temporal start and crop of a view do not depend on whether it is augmented.
+Engine augment_engine(uint64_t seed, int64_t clip_index, int64_t view_index);
 // The LibTorch seed of optimiser step `step` (dropout masks; step -1 seeds the
 // head's initial weights): mix64(seed * golden + step + 1), top bit cleared
 // (torch::manual_seed takes a non-negative int64 in practice).

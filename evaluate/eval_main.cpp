@@ -33,11 +33,16 @@ int main(int argc, char** argv) {
                 static_cast<long long>(r.scores.num_videos()),
                 static_cast<long long>(r.scores.num_views), c.scores.c_str());
     if (r.missing_clips > 0)
-      std::printf("note: %lld videos of the list are not in the cache (failed extraction)\n",
-                  static_cast<long long>(r.missing_clips));
-    if (r.metrics.num_labelled > 0)
+      std::printf(
+          "note: %lld videos of the list are not in the cache (failed extraction) and "
+          "are left out of the metrics below\n",
+          static_cast<long long>(r.missing_clips));
+    if (r.metrics.num_labelled > 0) {
       std::printf("%s\n", evl::summary_line(r.metrics).c_str());
-    else
+      if (r.missing_clips > 0)
+        std::printf("top-1 %.2f%% counting the %lld missing videos as wrong\n",
+                    100.0 * r.top1_counting_missing, static_cast<long long>(r.missing_clips));
+    } else
       std::printf("no labelled videos: scores written, no accuracy\n");
     return evl::cli::kExitOk;
   });

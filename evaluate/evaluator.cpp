@@ -131,6 +131,10 @@ EvalReport run_eval(const EvalConfig& cfg) {
   report.views = data.size();
   report.missing_clips = std::max<int64_t>(0, manifest.num_clips - n);
   report.metrics = compute_metrics(sf.scores.data(), n, k, sf.labels);
+  const int64_t labelled = report.metrics.num_labelled;
+  if (labelled + report.missing_clips > 0)
+    report.top1_counting_missing = report.metrics.top1 * static_cast<double>(labelled) /
+                                   static_cast<double>(labelled + report.missing_clips);
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   report.json = {{"cache", cfg.cache},
                  {"checkpoint", cfg.checkpoint},
@@ -140,6 +144,7 @@ EvalReport run_eval(const EvalConfig& cfg) {
                  {"num_videos", n},
                  {"num_views", views},
                  {"missing_videos", report.missing_clips},
+                 {"top1_counting_missing_as_wrong", report.top1_counting_missing},
                  {"seconds", report.seconds},
                  {"metrics", metrics_to_json(report.metrics, names)}};
   if (!cfg.json.empty()) write_file_atomic(cfg.json, report.json.dump(2) + "\n");

@@ -65,6 +65,10 @@ struct EvalReport {
   Metrics metrics;            // over clips with a label
   int64_t views = 0;          // clip-views scored
   int64_t missing_clips = 0;  // clips of the list absent from the cache (failed extraction)
+  // Top-1 over the labelled evaluated videos plus the missing ones, counted as
+  // wrong (assumes the missing videos were labelled, as a labelled list's are):
+  // metrics.top1 * num_labelled / (num_labelled + missing_clips).
+  double top1_counting_missing = 0;
   double seconds = 0;
   nlohmann::json json;  // the report written to cfg.json (also when cfg.json is empty)
 };

@@ -85,6 +85,7 @@ cache::Manifest make_manifest(const ExtractConfig& cfg, const LoadedBackbone& ba
   manifest.temporal_views = v.train_views > 0 ? 1 : v.temporal_views;
   manifest.spatial_views = v.train_views > 0 ? 1 : v.spatial_views;
   manifest.train_views = v.train_views;
+  manifest.augment = v.augmentation();
   manifest.mean.assign(scfg.mean.begin(), scfg.mean.end());
   manifest.std.assign(scfg.std.begin(), scfg.std.end());
   manifest.seed = cfg.seed;

@@ -7,6 +7,7 @@
 #include "cache/cache.h"
 #include "common/check.h"
 #include "common/precision.h"
+#include "extract/rand_augment.h"
 
 namespace po = boost::program_options;
 
@@ -49,6 +50,13 @@ const std::vector<ViewFlag>& view_flags() {
        Group::kViews},
       {"photometric", &ViewSettings::photometric, "photometric augmentation in training views",
        kExtract | kOnline, Group::kViews},
+      {"rand-augment", &ViewSettings::rand_augment,
+       "RandAugment of training views: none | rand-mM-nN[-mstdS][-inc1] (timm's strings)",
+       kExtract | kOnline, Group::kViews},
+      {"augment-ops", &ViewSettings::augment_ops,
+       "fixed ops OP:MAGNITUDE[:SIGN],... (timm names, magnitude 0-10) on every view, test views "
+       "too; replaces --rand-augment",
+       kExtract | kOnline, Group::kViews},
       {"input-size", &ViewSettings::input_size, "input resolution (0: the backbone's native)", kAll,
        Group::kViews},
       {"layers", &ViewSettings::layers,
@@ -75,6 +83,13 @@ bool takes(const ViewFlag& f, ViewTool tool) { return f.tools & static_cast<unsi
 
 int64_t ViewSettings::views_per_clip() const {
   return train_views > 0 ? train_views : temporal_views * spatial_views;
+}
+
+std::string ViewSettings::augmentation() const {
+  const auto ops = augment::parse_augment_ops(augment_ops, "--augment-ops");
+  if (!ops.empty()) return "ops " + augment::augment_ops_text(ops);
+  if (train_views <= 0) return "none";
+  return augment::parse_rand_augment(rand_augment, "--rand-augment").text;
 }
 
 std::string flag_name(const std::string& flag, ViewTool tool) {
@@ -134,6 +149,8 @@ void validate_view_settings(const ViewSettings& s, ViewUse use, ViewTool tool) {
                   s.input_size);
   EVL_CHECK_USAGE(!s.layers.empty(), flag("layers"), " is empty");
   if (s.precision != "auto") parse_precision(s.precision, flag("precision"));
+  augment::parse_rand_augment(s.rand_augment, flag("rand-augment"));
+  augment::parse_augment_ops(s.augment_ops, flag("augment-ops"));
   try {
     cache::parse_dtype(s.dtype);
   } catch (const UsageError& e) {

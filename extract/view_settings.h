@@ -30,7 +30,13 @@ struct ViewSettings {
   int64_t train_views = 0;         // K > 0: K augmented training views per clip
   bool flip = false;               // training views only (the official code never flips)
   bool photometric = false;        // training views only
-  int64_t input_size = 0;          // 0: the backbone's native resolution
+  // Training views: timm RandAugment string or "none" (extract/rand_augment.h);
+  // the official recipe's by default.
+  std::string rand_augment = "rand-m7-n4-mstd0.5-inc1";
+  // Fixed ops OP:MAGNITUDE[:SIGN],... for every view of any kind (test views
+  // too); when set they replace the RandAugment draw. "" = none.
+  std::string augment_ops;
+  int64_t input_size = 0;  // 0: the backbone's native resolution
   // features
   std::string layers = "last4";    // "lastM", "all" or block indices "8,9,10,11" / "-4,-3,-2,-1"
   std::string precision = "auto";  // backbone compute: auto | fp32 | bf16 | fp16 (precision.h)
@@ -39,6 +45,11 @@ struct ViewSettings {
   bool tsn() const { return sampling == "tsn"; }
   // Views per clip: train_views when > 0, else temporal_views x spatial_views.
   int64_t views_per_clip() const;
+  // What the views are augmented with, as caches and checkpoints record it:
+  // "ops <augment_ops canonical>" when augment_ops is set, else for training
+  // views the canonical RandAugment string ("none" when off), else "none".
+  // Throws UsageError for a bad string.
+  std::string augmentation() const;
 };
 
 // The tools that take view flags; each sees the rows of its mask.

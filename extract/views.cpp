@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 
 #include "common/log.h"
@@ -24,6 +25,8 @@ SamplingConfig sampling_config(const ViewSettings& views, uint64_t seed, int64_t
   s.input_size = input_size;
   s.flip = views.flip;
   s.photometric = views.photometric;
+  s.rand_augment = augment::parse_rand_augment(views.rand_augment, "--rand-augment");
+  s.augment_ops = augment::parse_augment_ops(views.augment_ops, "--augment-ops");
   s.seed = seed;
   return s;
 }
@@ -52,6 +55,24 @@ CropBox random_resized_crop_box(int64_t height, int64_t width, rng::Engine& g,
     w = std::llround(static_cast<double>(h) * ratio[1]);
   }
   return {(height - h) / 2, (width - w) / 2, h, w};
+}
+
+std::vector<torch::Tensor> augment_frames(const std::vector<torch::Tensor>& frames,
+                                          const std::vector<augment::OpDraw>& ops) {
+  if (ops.empty()) return frames;
+  std::vector<torch::Tensor> out;
+  for (const auto& f : frames) {
+    TORCH_CHECK(f.dim() == 3 && f.size(2) == 3 && f.scalar_type() == torch::kUInt8,
+                "augment_frames: expected (H,W,3) uint8, got ", f.sizes());
+    const auto in = f.contiguous();
+    augment::Image img(in.size(0), in.size(1));
+    std::memcpy(img.pixels.data(), in.data_ptr<uint8_t>(), img.pixels.size());
+    const augment::Image res = augment::apply_ops(img, ops);
+    auto t = torch::empty({res.height, res.width, 3}, torch::kUInt8);
+    std::memcpy(t.data_ptr<uint8_t>(), res.pixels.data(), res.pixels.size());
+    out.push_back(t);
+  }
+  return out;
 }
 
 torch::Tensor frames_to_float(const std::vector<torch::Tensor>& frames) {
@@ -127,11 +148,12 @@ std::vector<ClipView> build_views(VideoReader& reader, const ClipEntry& entry,
   std::vector<Plan> plans;  // train: one per view; test: one per temporal view
   std::vector<rng::Engine> rngs;
   if (train) {
-    for (int64_t v = 0; v < cfg.train_views; ++v) {
+    for (int64_t v = cfg.first_train_view; v < cfg.first_train_view + cfg.train_views; ++v) {
       rngs.push_back(rng::view_engine(cfg.seed, clip_index, v));
       auto idx = cfg.tsn ? tsn_train_indices(n, cfg.frames, rngs.back())
                          : dense_train_indices(n, cfg.frames, cfg.stride, rngs.back());
-      plans.push_back({idx, str("train ", v, "/", cfg.train_views)});
+      plans.push_back({idx, cfg.first_train_view == 0 ? str("train ", v, "/", cfg.train_views)
+                                                      : str("train ", v)});
     }
   } else {
     EVL_CHECK(cfg.temporal_views >= 1 && cfg.spatial_views >= 1, "views must be >= 1");
@@ -155,17 +177,27 @@ std::vector<ClipView> build_views(VideoReader& reader, const ClipEntry& entry,
   auto decoded = reader.read_frames(all);
   std::map<int64_t, torch::Tensor> by_index;
   for (size_t i = 0; i < all.size(); ++i) by_index[all[i]] = decoded[i];
-  auto gather = [&](const std::vector<int64_t>& idx) {
+  // The view's frames, augmented by `ops`, as (T, 3, H, W) float in [0, 1].
+  auto gather = [&](const std::vector<int64_t>& idx, const std::vector<augment::OpDraw>& ops) {
     std::vector<torch::Tensor> f;
     for (int64_t i : idx) f.push_back(by_index.at(i));
-    return frames_to_float(f);  // (T, 3, H, W)
+    return frames_to_float(augment_frames(f, ops));
+  };
+  auto augment_note = [](const std::vector<augment::OpDraw>& ops) {
+    return ops.empty() ? std::string() : " augment=" + augment::augment_ops_text(ops);
   };
 
   std::vector<ClipView> views;
   if (train) {
     for (size_t v = 0; v < plans.size(); ++v) {
       auto& g = rngs[v];
-      auto x = gather(plans[v].indices);
+      const int64_t view_index = cfg.first_train_view + static_cast<int64_t>(v);
+      std::vector<augment::OpDraw> ops = cfg.augment_ops;
+      if (ops.empty()) {
+        auto ga = rng::augment_engine(cfg.seed, clip_index, view_index);
+        ops = augment::draw_rand_augment(cfg.rand_augment, ga);
+      }
+      auto x = gather(plans[v].indices, ops);
       CropBox box = random_resized_crop_box(x.size(2), x.size(3), g);
       bool flip = cfg.flip && rng::bernoulli(g, 0.5);
       std::string desc = plans[v].description +
@@ -181,12 +213,14 @@ std::vector<ClipView> build_views(VideoReader& reader, const ClipEntry& entry,
         x = x.flip({3});
         desc += " flip";
       }
-      views.push_back({static_cast<int32_t>(v), desc, plans[v].indices, x.contiguous()});
+      desc += augment_note(ops);
+      views.push_back({static_cast<int32_t>(view_index), desc, plans[v].indices, x.contiguous()});
     }
     return views;
   }
   std::vector<torch::Tensor> resized;  // per temporal view, (T, 3, H', W')
-  for (auto& p : plans) resized.push_back(resize_short_side(normalize(gather(p.indices), cfg), s));
+  for (auto& p : plans)
+    resized.push_back(resize_short_side(normalize(gather(p.indices, cfg.augment_ops), cfg), s));
   const int64_t h = resized[0].size(2), w = resized[0].size(3);
   const bool wide = w >= h;
   auto offsets = spatial_crop_offsets(wide ? w : h, s, cfg.spatial_views);
@@ -197,7 +231,7 @@ std::vector<ClipView> build_views(VideoReader& reader, const ClipEntry& entry,
       auto crop = x.narrow(2, top, s).narrow(3, left, s).contiguous();
       views.push_back({static_cast<int32_t>(views.size()),
                        str("test ", plans[tv].description, " s", sv, "/", cfg.spatial_views,
-                           " start=", plans[tv].indices.front()),
+                           " start=", plans[tv].indices.front(), augment_note(cfg.augment_ops)),
                        plans[tv].indices, crop});
     }
   return views;

@@ -17,7 +17,7 @@ packages=(
   # tools: ffmpeg CLI (test videos), gnuplot (pictures), lmdb-utils
   ffmpeg gnuplot-nox lmdb-utils
   # Python references for the tests (use /usr/bin/python3)
-  python3-torch python3-numpy python3-h5py python3-lmdb python3-xxhash python3-av
+  python3-torch python3-numpy python3-h5py python3-lmdb python3-xxhash python3-av python3-pil
 )
 
 missing=()

@@ -84,7 +84,8 @@ OnlineDataset::OnlineDataset(const OnlineConfig& cfg, const std::string& list, V
       sampler_({}) {
   EVL_CHECK(backbone_ != nullptr, "OnlineDataset needs a backbone");
   extract_ = online_extract_config(cfg, list, views, seed, backbone_->device.str());
-  views_per_clip_ = extract_.views.views_per_clip();
+  fresh_ = views == Views::kTrain && !cfg.replay_views;
+  views_per_clip_ = fresh_ ? 1 : extract_.views.views_per_clip();
   sampler_ = EpochSampler(sampler_clips(num_clips(), views_per_clip_));
   manifest_ = make_manifest(extract_, backbone_->loaded, num_clips());
   sampling_ = sampling_config(extract_.views, seed, manifest_.backbone.input_size);
@@ -102,11 +103,37 @@ int64_t OnlineDataset::max_label() const {
   return m;
 }
 
+namespace {
+
+// What an item of an OnlineDataset is: the clip and its view index (fresh: the draw).
+struct ItemView {
+  int64_t clip = 0, view = 0;
+};
+
+ItemView item_view(int64_t item, bool fresh, int64_t clips, int64_t views_per_clip) {
+  if (fresh) return {item % clips, item / clips};
+  return {item / views_per_clip, item % views_per_clip};
+}
+
+}  // namespace
+
 std::string OnlineDataset::item_name(int64_t item) const {
-  const int64_t clip = item / views_per_clip_;
-  if (item < 0 || clip >= num_clips()) return str("item ", item);
-  return str("clip ", clip, " view ", item % views_per_clip_, " ('",
-             entries_[static_cast<size_t>(clip)].path, "')");
+  if (item < 0 || (!fresh_ && item >= size())) return str("item ", item);
+  const ItemView iv = item_view(item, fresh_, num_clips(), views_per_clip_);
+  return str("clip ", iv.clip, fresh_ ? " draw " : " view ", iv.view, " ('",
+             entries_[static_cast<size_t>(iv.clip)].path, "')");
+}
+
+std::vector<int64_t> OnlineDataset::train_batch(uint64_t seed, int64_t step, int64_t batch) const {
+  std::vector<int64_t> items = sampler_.batch(seed, step, batch);
+  if (!fresh_) return items;
+  // The sampler's item for clip c is c (one per clip); epoch e -> draw e.
+  const int64_t n = num_clips();
+  for (size_t i = 0; i < items.size(); ++i) {
+    const int64_t epoch = (step * batch + static_cast<int64_t>(i)) / n;
+    items[i] += epoch * n;
+  }
+  return items;
 }
 
 OnlineStats OnlineDataset::stats() const {
@@ -117,25 +144,39 @@ OnlineStats OnlineDataset::stats() const {
 FeatureBatch OnlineDataset::load(const std::vector<int64_t>& items) const {
   const int64_t k = views_per_clip_;
   for (const int64_t item : items)
-    EVL_CHECK(item >= 0 && item < size(), where(), ": item ", item, " out of range [0, ", size(),
-              ")");
-  // Each clip once, in order of first appearance.
-  std::vector<int64_t> clips;
-  std::map<int64_t, size_t> slot;
+    EVL_CHECK(item >= 0 && (fresh_ || item < size()), where(), ": item ", item,
+              " out of range [0, ", size(), ")");
+  // The units to decode, each once, in order of first appearance: a clip with
+  // all its K views (replay, test views), or one fresh draw of a clip.
+  struct Unit {
+    int64_t clip, first_view, views;
+  };
+  std::vector<Unit> units;
+  std::map<int64_t, size_t> slot;  // unit key (clip, or the fresh item) -> units index
+  auto key_of = [&](int64_t item) { return fresh_ ? item : item / k; };
   for (const int64_t item : items)
-    if (slot.emplace(item / k, clips.size()).second) clips.push_back(item / k);
+    if (slot.emplace(key_of(item), units.size()).second) {
+      const ItemView iv = item_view(item, fresh_, num_clips(), k);
+      units.push_back(fresh_ ? Unit{iv.clip, iv.view, 1} : Unit{iv.clip, 0, k});
+    }
 
-  // 1. Decode and make the views, clips in parallel (one decoder thread each).
+  // 1. Decode and make the views, units in parallel (one decoder thread each).
   auto t0 = Clock::now();
-  std::vector<std::vector<ClipView>> views(clips.size());
-  std::vector<std::string> errors(clips.size());
-  tbb::parallel_for(size_t(0), clips.size(), [&](size_t i) {
-    const ClipEntry& entry = entries_[static_cast<size_t>(clips[i])];
+  std::vector<std::vector<ClipView>> views(units.size());
+  std::vector<std::string> errors(units.size());
+  tbb::parallel_for(size_t(0), units.size(), [&](size_t i) {
+    const Unit& u = units[i];
+    const ClipEntry& entry = entries_[static_cast<size_t>(u.clip)];
     const std::string path = resolve_video_path(entry, root_);
     try {
-      views[i] = load_clip_views(path, entry, sampling_, clips[i]);
-      EVL_CHECK(static_cast<int64_t>(views[i].size()) == k, "expected ", k, " views, got ",
-                views[i].size());
+      SamplingConfig s = sampling_;
+      if (fresh_) {
+        s.first_train_view = u.first_view;
+        s.train_views = 1;
+      }
+      views[i] = load_clip_views(path, entry, s, u.clip);
+      EVL_CHECK(static_cast<int64_t>(views[i].size()) == u.views, "expected ", u.views,
+                " views, got ", views[i].size());
     } catch (const std::exception& e) {
       // Training cannot skip a clip (the step's samples would change): stop, naming it.
       errors[i] = str("video '", path, "' (line ", entry.line, " of list '", list_,
@@ -163,10 +204,11 @@ FeatureBatch OnlineDataset::load(const std::vector<int64_t>& items) const {
   std::vector<torch::Tensor> images;  // each (T, 3, S, S), in item order
   for (int64_t r = 0; r < n; ++r) {
     const int64_t item = items[static_cast<size_t>(r)];
-    const int64_t clip = item / k;
-    batch.labels[r] = entries_[static_cast<size_t>(clip)].label;
-    batch.clip_index[static_cast<size_t>(r)] = clip;
-    images.push_back(views[slot.at(clip)][static_cast<size_t>(item % k)].pixels);
+    const ItemView iv = item_view(item, fresh_, num_clips(), k);
+    batch.labels[r] = entries_[static_cast<size_t>(iv.clip)].label;
+    batch.clip_index[static_cast<size_t>(r)] = iv.clip;
+    const auto& unit_views = views[slot.at(key_of(item))];
+    images.push_back(unit_views[fresh_ ? 0 : static_cast<size_t>(iv.view)].pixels);
   }
   {
     std::lock_guard<std::mutex> lock(backbone_->forward_mu);
@@ -187,7 +229,7 @@ FeatureBatch OnlineDataset::load(const std::vector<int64_t>& items) const {
   std::lock_guard<std::mutex> lock(stats_mu_);
   stats_.decode_s += decode_s;
   stats_.backbone_s += backbone_s;
-  stats_.clips_decoded += static_cast<int64_t>(clips.size());
+  stats_.clips_decoded += static_cast<int64_t>(units.size());
   stats_.frames_decoded += frames;
   stats_.views += n;
   return batch;

@@ -19,9 +19,19 @@
 // GEMM results may depend on the batch composition, which differs (evl_extract
 // batches consecutive clips, a training batch is a random set).
 //
-// Costs: every training view of a clip is decoded when any one is needed
-// (load_clip_views makes all K at once), so decode time grows with K; the
-// backbone runs only on the views asked for.
+// Fresh views (the default for training, as the official loader): instead of
+// replaying K fixed views, every epoch draws a new view of every clip (new
+// temporal start, crop and RandAugment). Draw d of clip c is item d * N + c
+// (N clips) and is exactly view d of a cache extracted with --train-views > d
+// (extract/views.h: view v depends only on (seed, clip, v)); epoch e uses draw
+// e, so a step's views are a pure function of (seed, step) and resume is exact.
+// OnlineConfig::replay_views restores the replay of the K views (the
+// cache-equivalence above).
+//
+// Costs: in replay mode every training view of a clip is decoded when any one
+// is needed (load_clip_views makes all K at once), so decode time grows with K;
+// a fresh draw decodes only its own frames. The backbone runs only on the views
+// asked for.
 #pragma once
 
 #include <cstdint>
@@ -46,11 +56,12 @@ namespace evl {
 // (temporal_views x spatial_views). Views are drawn from TrainConfig::seed exactly
 // as `evl_extract --seed` draws them.
 struct OnlineConfig {
-  bool enabled = false;  // --online
-  std::string list;      // training dataset list (evl_extract --list format)
-  std::string val_list;  // optional validation list
-  std::string root;      // prefix for relative paths in the lists
-  std::string backbone;  // CLIP weights (.pt / .safetensors)
+  bool enabled = false;       // --online
+  std::string list;           // training dataset list (evl_extract --list format)
+  std::string val_list;       // optional validation list
+  std::string root;           // prefix for relative paths in the lists
+  std::string backbone;       // CLIP weights (.pt / .safetensors)
+  bool replay_views = false;  // --replay-views: replay K = train_views views per clip
   ViewSettings views = [] {
     ViewSettings v;
     v.train_views = 1;  // online training needs K >= 1 (evl_extract's default is 0: test views)
@@ -91,14 +102,15 @@ class OnlineDataset : public FeatureSource {
 
   const cache::Manifest& manifest() const override { return manifest_; }
   int64_t layers() const override { return static_cast<int64_t>(blocks_.size()); }
+  // Replay (and test views): clips x views. Fresh: the N items of draw 0;
+  // train_batch also returns later draws (items >= N), which load() accepts.
   int64_t size() const override { return num_clips() * views_per_clip_; }
   int64_t max_label() const override;
   std::string where() const override { return "online list '" + list_ + "'"; }
   const std::vector<EpochSampler::Clip>& clips() const override { return sampler_.clips(); }
   std::string item_name(int64_t item) const override;
-  std::vector<int64_t> train_batch(uint64_t seed, int64_t step, int64_t batch) const override {
-    return sampler_.batch(seed, step, batch);
-  }
+  // The sampler's clips; with fresh views, the clip of epoch e as its draw e.
+  std::vector<int64_t> train_batch(uint64_t seed, int64_t step, int64_t batch) const override;
   // Decodes the clips of `items` (in parallel, each once), runs the backbone
   // over their views in forwards of extract_config().batch_size views, rounds
   // to --dtype. Throws evl::Error naming the video that failed to decode.
@@ -109,6 +121,7 @@ class OnlineDataset : public FeatureSource {
   const ExtractConfig& extract_config() const { return extract_; }
   int64_t num_clips() const { return static_cast<int64_t>(entries_.size()); }
   int64_t views_per_clip() const { return views_per_clip_; }
+  bool fresh_views() const { return fresh_; }
   OnlineStats stats() const;
 
  private:
@@ -117,6 +130,7 @@ class OnlineDataset : public FeatureSource {
   SamplingConfig sampling_;
   std::vector<ClipEntry> entries_;
   int64_t views_per_clip_ = 1;
+  bool fresh_ = false;  // a new draw per clip per epoch (training, not replay_views)
   cache::Manifest manifest_;
   std::vector<int64_t> blocks_;  // backbone blocks feeding the decoder (sorted)
   cache::DType rounding_ = cache::DType::kF16;

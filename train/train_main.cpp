@@ -24,7 +24,10 @@ po::options_description online_options(evl::OnlineConfig& c) {
       "list", po::value(&c.list), "training dataset list (evl_extract --list format)")(
       "val-list", po::value(&c.val_list), "validation dataset list (test views)")(
       "root", po::value(&c.root)->default_value(c.root), "prefix for relative paths in the lists")(
-      "backbone", po::value(&c.backbone), "CLIP weights: OpenAI .pt or Hugging Face .safetensors");
+      "backbone", po::value(&c.backbone), "CLIP weights: OpenAI .pt or Hugging Face .safetensors")(
+      "replay-views", po::bool_switch(&c.replay_views),
+      "replay the --train-views K views of each clip as a cache holds them (default: a fresh "
+      "view of every clip in every epoch, as the official loader)");
   evl::add_view_flags(o, o, c.views, evl::ViewTool::kOnline);
   return o;
 }

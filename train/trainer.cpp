@@ -163,7 +163,11 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
       log::info("initialised from '", cfg.init, "'");
     }
   }
-  const std::string full_ini = config_ini + "\n" + head_cfg.to_ini();
+  // [data]: where the training features came from and how their views were
+  // augmented (a cache's manifest 'augment'), so a checkpoint says what it saw.
+  const std::string data_ini =
+      str("[data]\nsource = ", train.where(), "\naugment = ", manifest.augment, "\n");
+  const std::string full_ini = config_ini + "\n" + head_cfg.to_ini() + data_ini;
   write_file_atomic((out / "config.ini").string(), full_ini);
   std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
 

@@ -39,6 +39,10 @@ TEST(Random, DistributionsEqualLibstdcxxOnThisLibrary) {
     ASSERT_EQ(x, std::uniform_real_distribution<double>(-0.5, 2.0)(b)) << i;
     ASSERT_EQ(rng::bernoulli(a, 0.3), std::bernoulli_distribution(0.3)(b)) << i;
   }
+  // normal(): a fresh std::normal_distribution's first value (libstdc++ caches
+  // the polar method's second value; rng::normal draws a new pair every call).
+  for (int i = 0; i < 2000; ++i)
+    ASSERT_EQ(rng::normal(a, 7.0, 0.5), std::normal_distribution<double>(7.0, 0.5)(b)) << i;
   // The full 64-bit range and a single value.
   EXPECT_EQ(rng::uniform_int(a, INT64_MIN, INT64_MAX),
             std::uniform_int_distribution<int64_t>(INT64_MIN, INT64_MAX)(b));

@@ -188,6 +188,35 @@ TEST(EvlEval, OfficialCheckpointMatchesPyTorch) {
   expect_near(read_scores(bare.string()).scores, want_prob, prob_tol, "bare");
 }
 
+// Videos that failed extraction (in the list, not in the cache) are reported,
+// and top-1 is given both over the evaluated videos and counting them as wrong.
+TEST(EvlEval, MissingVideosAreCountedAndReported) {
+  TempDir tmp("evl_eval_missing");
+  const auto ref = head_reference();
+  SyntheticClip clip = reference_clip(ref);
+  const auto prob = ref.at("logits").toTensor().softmax(-1).mean(0);
+  clip.label = prob.argmax().item<int64_t>();  // a hit: top-1 1 over the evaluated video
+  const fs::path dir = tmp.path() / "cache";
+  write_cache(dir, {clip}, ref.at("heads").toInt());
+  cache::Manifest m = cache::Manifest::load(dir.string());
+  m.num_clips = 4;  // 3 videos of the list failed to decode
+  m.save(dir.string());
+  const auto json = tmp.path() / "report.json";
+  const auto r =
+      run(tool("evl_eval") + " --cache '" + dir.string() + "' --checkpoint '" + kOfficial +
+              "' --scores '" + (tmp.path() / "s.h5").string() + "' --json '" + json.string() + "'",
+          tmp.path());
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto report = nlohmann::json::parse(slurp(json));
+  EXPECT_EQ(report["num_videos"], 1);
+  EXPECT_EQ(report["missing_videos"], 3);
+  EXPECT_DOUBLE_EQ(report["metrics"]["top1"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(report["top1_counting_missing_as_wrong"].get<double>(), 0.25);
+  EXPECT_NE(r.out.find("3 videos of the list are not in the cache"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("top-1 25.00% counting the 3 missing videos as wrong"), std::string::npos)
+      << r.out;
+}
+
 // int8/fp8 caches: evl_eval scores them exactly as it scores a float32 cache
 // of the values their codes and scales decode to (the same float32 head on
 // the same inputs).

@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
 #include "extract/frame_dump.h"
 #include "extract/sampling.h"
 #include "extract/video_reader.h"
@@ -205,6 +209,130 @@ TEST(Views, NormalisationAndPngDumpRoundTrip) {
   ASSERT_EQ(b.size(), 16u * 16 * 3);
   auto back = torch::from_blob(b.data(), {16, 16, 3}, torch::kUInt8).permute({2, 0, 1});
   EXPECT_TRUE(torch::equal(back, rgb[1]));
+}
+
+// --- augmentation in the views: the whole official training chain in Python
+// (tests/extract/rand_augment_reference.py chain: float/255, ToPILImage, Pillow
+// ops, ToTensor, normalise, crop, bilinear resize) on the frames evl decoded.
+
+void write_ppm(const std::string& path, const torch::Tensor& frame) {  // (H, W, 3) uint8
+  const auto f = frame.contiguous();
+  std::ofstream out(path, std::ios::binary);
+  out << "P6\n" << f.size(1) << " " << f.size(0) << "\n255\n";
+  out.write(reinterpret_cast<const char*>(f.data_ptr<uint8_t>()), f.numel());
+}
+
+// The view description's crop box ("crop=left,top+WxH") and ops ("augment=...").
+CropBox crop_of(const std::string& desc) {
+  CropBox b;
+  const auto at = desc.find("crop=");
+  EXPECT_NE(at, std::string::npos) << desc;
+  long long l = 0, t = 0, w = 0, h = 0;
+  EXPECT_EQ(std::sscanf(desc.c_str() + at, "crop=%lld,%lld+%lldx%lld", &l, &t, &w, &h), 4) << desc;
+  b.left = l;
+  b.top = t;
+  b.width = w;
+  b.height = h;
+  return b;
+}
+
+std::string ops_of(const std::string& desc) {
+  const auto at = desc.find(" augment=");
+  return at == std::string::npos ? "" : desc.substr(at + 9, desc.find(' ', at + 9) - at - 9);
+}
+
+// The official chain applied by Python to `view`'s frames (as decoded by evl).
+torch::Tensor python_chain(const std::string& video, const ClipView& view,
+                           const SamplingConfig& cfg) {
+  const std::string dir = test::temp_dir("ra_chain");
+  VideoReader r(video);
+  const auto frames = r.read_frames(view.frame_indices);
+  std::string paths;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    const std::string p = dir + "/" + std::to_string(i) + ".ppm";
+    write_ppm(p, frames[i]);
+    paths += " '" + p + "'";
+  }
+  const CropBox b = crop_of(view.description);
+  const std::string out = dir + "/chain.f32";
+  auto join = [](const std::array<double, 3>& v) {
+    std::ostringstream os;
+    os.precision(17);
+    os << v[0] << "," << v[1] << "," << v[2];
+    return os.str();
+  };
+  const std::string cmd = std::string(EVL_PYTHON) + " " + EVL_SOURCE_DIR +
+                          "/tests/extract/rand_augment_reference.py chain '" + out + "' '" +
+                          ops_of(view.description) + "' " + std::to_string(b.top) + "," +
+                          std::to_string(b.left) + "," + std::to_string(b.height) + "," +
+                          std::to_string(b.width) + " " + std::to_string(cfg.input_size) + " " +
+                          join(cfg.mean) + " " + join(cfg.std) + paths;
+  EXPECT_EQ(test::sh(cmd), 0) << cmd;
+  return read_f32(out, {static_cast<int64_t>(frames.size()), 3, cfg.input_size, cfg.input_size});
+}
+
+TEST(Views, AugmentedTrainViewsMatchTheOfficialChain) {
+  const std::string path =
+      std::string(EVL_SHARED_DIR) + "/data/real/videos/action/k400_arm_wrestling.mp4";
+  SamplingConfig cfg;
+  cfg.train_views = 2;
+  cfg.seed = 5;
+  // 1. Fixed ops, chained (every op kind: LUT, blend, filter, geometric).
+  cfg.augment_ops = augment::parse_augment_ops(
+      "Rotate:7:-,ContrastIncreasing:6.5:+,Equalize:0,SharpnessIncreasing:9:-,TranslateYRel:3:+",
+      "ops");
+  // 2. The official RandAugment: the drawn ops are in the description, the
+  // same for all T frames, and Python applies them to each frame.
+  SamplingConfig ra = cfg;
+  ra.augment_ops.clear();
+  ra.rand_augment = augment::parse_rand_augment(augment::kOfficialRandAugment, "ra");
+  // float32 chain of <= 8 roundings on values of magnitude <= 2.2 after the
+  // same uint8 pixels: 1e-5 is ~40 float32 ulps at 2.
+  constexpr double kTol = 1e-5;
+  int drawn = 0;
+  for (const auto* c : {&cfg, &ra})
+    for (const auto& v : load_clip_views(path, ClipEntry{}, *c, 9)) {
+      if (c == &cfg) {
+        EXPECT_EQ(ops_of(v.description), augment::augment_ops_text(cfg.augment_ops));
+      }
+      drawn += !ops_of(v.description).empty();
+      const auto want = python_chain(path, v, *c);
+      EXPECT_LE((v.pixels - want).abs().max().item<double>(), kTol) << v.description;
+    }
+  EXPECT_GT(drawn, 2) << "no RandAugment op drew: the test shows nothing about the draw";
+  // Without augmentation the views are those of a config without the fields.
+  SamplingConfig plain = cfg;
+  plain.augment_ops.clear();
+  const auto a = load_clip_views(path, ClipEntry{}, plain, 9);
+  const auto b = load_clip_views(path, ClipEntry{}, cfg, 9);
+  for (size_t v = 0; v < a.size(); ++v) {
+    EXPECT_EQ(a[v].frame_indices, b[v].frame_indices);  // augmenting moves no frame or crop
+    EXPECT_EQ(crop_of(a[v].description).left, crop_of(b[v].description).left);
+    EXPECT_EQ(ops_of(a[v].description), "");
+  }
+}
+
+TEST(Views, AugmentOpsApplyToTestViews) {
+  // Invert on test views: (255 - v) / 255 = 1 - v / 255, and normalising,
+  // resizing (linear) and cropping commute with x -> 1 - x, so the un-normalised
+  // inverted view is 1 minus the plain one (float32 rounding: 1e-5).
+  const std::string path =
+      std::string(EVL_SHARED_DIR) + "/data/real/videos/action/k400_archery.avi";
+  SamplingConfig cfg;
+  cfg.temporal_views = 2;
+  cfg.spatial_views = 3;
+  const auto plain = load_clip_views(path, ClipEntry{}, cfg, 0);
+  cfg.augment_ops = augment::parse_augment_ops("Invert:0", "ops");
+  const auto inv = load_clip_views(path, ClipEntry{}, cfg, 0);
+  ASSERT_EQ(plain.size(), inv.size());
+  auto mean = torch::tensor({cfg.mean[0], cfg.mean[1], cfg.mean[2]}).view({1, 3, 1, 1});
+  auto sd = torch::tensor({cfg.std[0], cfg.std[1], cfg.std[2]}).view({1, 3, 1, 1});
+  for (size_t v = 0; v < plain.size(); ++v) {
+    EXPECT_EQ(ops_of(inv[v].description), "Invert:0:+");
+    const auto x = plain[v].pixels.to(torch::kDouble) * sd + mean;
+    const auto y = inv[v].pixels.to(torch::kDouble) * sd + mean;
+    EXPECT_LE((x + y - 1).abs().max().item<double>(), 1e-5) << inv[v].description;
+  }
 }
 
 }  // namespace

@@ -3,8 +3,11 @@
 // pipeline (evl::run_extraction, the code behind evl_extract) into LMDB caches,
 // read back through CachedDataset, and compared with OnlineDataset item by item
 // (features, labels, clips), sampler batch by batch, and over a short training
-// run (losses, validation accuracy). Also: a broken video stops training naming
-// the file, and evl_train_head's flag combinations (usage errors exit 2).
+// run (losses, validation accuracy); that is the replay mode (--replay-views).
+// Fresh views (the default): draw d of a clip is view d of a cache with more
+// views, epochs see different views, and a resumed run is bit-exact. Also: a
+// broken video stops training naming the file, and evl_train_head's flag
+// combinations (usage errors exit 2).
 #include "train/online_dataset.h"
 
 #include <gtest/gtest.h>
@@ -14,13 +17,16 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "common/check.h"
 #include "extract/pipeline.h"
 #include "tests/support/rounding_budget.h"
 #include "tests/support/test_support.h"
+#include "train/checkpoint.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -67,10 +73,12 @@ class OnlineDatasetTest : public testing::Test {
     fs::remove_all(root_);
   }
 
-  // Small settings exercising every kind of view randomness.
+  // Small settings exercising every kind of view randomness (RandAugment
+  // included: on by default), replaying the K cached views.
   static OnlineConfig base_config() {
     OnlineConfig c;
     c.enabled = true;
+    c.replay_views = true;
     c.list = (root_ / "data" / "train.txt").string();
     c.val_list = (root_ / "data" / "val.txt").string();
     c.root = (root_ / "data").string();
@@ -270,6 +278,92 @@ TEST_F(OnlineDatasetTest, ShortTrainingRunGivesTheCachedLosses) {
     EXPECT_NEAR(losses[0][i], losses[1][i], loss_tol * losses[1][i]) << "step " << i;
   EXPECT_EQ(top1[0], top1[1]);
   EXPECT_GE(top1[0], 0.0);
+}
+
+// |a - b| within what a different GEMM batch composition can do to features
+// stored as fp16 (see expect_same_items): one fp16 step plus the backbone's
+// float32 rounding budget at the tensor's scale.
+void expect_same_features(const FeatureBatch& a, const FeatureBatch& b, const cache::Manifest& m,
+                          const std::string& what) {
+  ASSERT_EQ(a.x.size(), b.x.size());
+  const auto& bb = m.backbone;
+  const double noise =
+      2 * test::vit_rounding_budget(bb.depth, bb.width, bb.patch, 1 + bb.grid * bb.grid) *
+      test::unit_roundoff(torch::kFloat);
+  for (size_t i = 0; i < a.x.size(); ++i)
+    for (const auto& [ta, tb] : std::vector<std::pair<torch::Tensor, torch::Tensor>>{
+             {a.x[i], b.x[i]}, {a.q[i], b.q[i]}, {a.k[i], b.k[i]}}) {
+      const auto allowed = tb.abs() * std::ldexp(1.0, -10) + noise * tb.abs().max();
+      EXPECT_TRUE(((ta - tb).abs() <= allowed).all().item<bool>())
+          << what << " layer " << i << ": max |diff| " << (ta - tb).abs().max().item<double>();
+    }
+}
+
+TEST_F(OnlineDatasetTest, FreshViewsAreLaterViewsOfACacheAndChangeEveryEpoch) {
+  OnlineConfig cfg = base_config();
+  cfg.replay_views = false;
+  const OnlineDataset fresh(cfg, cfg.list, OnlineDataset::Views::kTrain, 5, 0, backbone_);
+  ASSERT_TRUE(fresh.fresh_views());
+  const int64_t n = fresh.num_clips(), batch = 3, epochs = 3;
+  // The reference: a cache of K = 3 views per clip with the same seed.
+  OnlineConfig replay = base_config();
+  replay.views.train_views = epochs;
+  const OnlineDataset k3(replay, replay.list, OnlineDataset::Views::kTrain, 5, 0, backbone_);
+  const CachedDataset cached(extract(k3, "fresh-k3-cache").string(), 0);
+  // Three epochs of steps: every clip once per epoch, epoch e as draw e, which
+  // is the cache's view e of that clip (record clip * K + e).
+  std::map<int64_t, std::set<int64_t>> draws;  // clip -> draws seen
+  for (int64_t step = 0; step * batch < epochs * n; ++step) {
+    const auto items = fresh.train_batch(9, step, batch);
+    EXPECT_EQ(items, fresh.train_batch(9, step, batch)) << "not a pure function of the step";
+    std::vector<int64_t> as_cached;
+    for (size_t i = 0; i < items.size(); ++i) {
+      const int64_t pos = step * batch + static_cast<int64_t>(i);
+      const int64_t clip = items[i] % n, draw = items[i] / n;
+      EXPECT_EQ(draw, pos / n) << "step " << step;
+      draws[clip].insert(draw);
+      as_cached.push_back(clip * epochs + draw);
+    }
+    const FeatureBatch a = fresh.load(items), b = cached.load(as_cached);
+    EXPECT_TRUE(torch::equal(a.labels, b.labels));
+    EXPECT_EQ(a.clip_index, b.clip_index);
+    expect_same_features(a, b, fresh.manifest(), "step " + std::to_string(step));
+  }
+  ASSERT_EQ(static_cast<int64_t>(draws.size()), n);
+  for (const auto& [clip, d] : draws) EXPECT_EQ(d, (std::set<int64_t>{0, 1, 2})) << clip;
+  // Two epochs of the same clip: different views, so different features.
+  const FeatureBatch e0 = fresh.load({0}), e1 = fresh.load({n});
+  EXPECT_GT((e0.x.back() - e1.x.back()).abs().max().item<double>(),
+            0.1 * e0.x.back().abs().max().item<double>());
+}
+
+TEST_F(OnlineDatasetTest, FreshViewsResumeBitExactly) {
+  OnlineConfig cfg = base_config();
+  cfg.replay_views = false;
+  const OnlineDataset train(cfg, cfg.list, OnlineDataset::Views::kTrain, 7, 0, backbone_);
+  TrainConfig tc;
+  tc.steps = 6, tc.batch_size = 3, tc.seed = 7, tc.lr = 1e-3, tc.mlp_dropout = 0.1;
+  tc.save_every = 3, tc.log_every = 1, tc.eval_every = 0, tc.precision = "fp32";
+  // Straight through 6 steps (3 epochs of fresh views: 8 clips, 3 per step),
+  // then a run interrupted after step 3 (its checkpoint as last.pth) resumed.
+  tc.out = (root_ / "fresh-straight").string();
+  train_head(tc, "", train, nullptr);
+  TrainConfig split = tc;
+  split.out = (root_ / "fresh-split").string();
+  fs::create_directories(split.out);
+  fs::copy_file(fs::path(tc.out) / "checkpoint-3.pth", fs::path(split.out) / "last.pth");
+  split.resume = true;
+  train_head(split, "", train, nullptr);
+  const StateDict a = read_state_dict((fs::path(tc.out) / "last.pth").string());
+  const StateDict b = read_state_dict((fs::path(split.out) / "last.pth").string());
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
+  }
+  // The checkpoint says what the head saw.
+  const std::string ini = slurp(fs::path(tc.out) / "config.ini");
+  EXPECT_NE(ini.find("augment = rand-m7-n4-mstd0.5-inc1"), std::string::npos) << ini;
 }
 
 TEST_F(OnlineDatasetTest, ABrokenVideoStopsLoadingNamingTheFile) {
