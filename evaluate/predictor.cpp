@@ -113,8 +113,8 @@ Predictor::Predictor(const PredictConfig& cfg) : cfg_(cfg), device_(cfg.device) 
     head_ = load_inference_head(cfg.checkpoint, arch.heads);
   const HeadConfig& hc = head_.config;
   if (rec && rec->first.backbone.hash != backbone_.file_hash)
-    log::warn("backbone '", cfg.backbone, "' differs from the one of ", rec->second,
-              " (", rec->first.backbone.file, "); predictions will not match");
+    log::warn("backbone '", cfg.backbone, "' differs from the one of ", rec->second, " (",
+              rec->first.backbone.file, "); predictions will not match");
 
   if (!given("frames")) v.frames = hc.frames > 0 ? hc.frames : m ? m->frames : v.frames;
   if (!given("sampling") && m) v.sampling = m->sampling;

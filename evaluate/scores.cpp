@@ -325,8 +325,7 @@ std::string encode(const ScoreFile& f) {
   w.put<uint64_t>(f.scores.size());
   w.bytes.append(reinterpret_cast<const char*>(f.scores.data()), f.scores.size() * sizeof(float));
   w.put<uint64_t>(f.labels.size());
-  w.bytes.append(reinterpret_cast<const char*>(f.labels.data()),
-                 f.labels.size() * sizeof(int64_t));
+  w.bytes.append(reinterpret_cast<const char*>(f.labels.data()), f.labels.size() * sizeof(int64_t));
   w.put<uint64_t>(f.video_ids.size());
   for (const auto& id : f.video_ids) w.put_string(id);
   w.put<uint8_t>(f.kind == ScoreKind::kLogits ? 1 : 0);
@@ -417,9 +416,9 @@ ScoreFile read_scores(const std::string& path) {
   }
   if (WIFSIGNALED(status))
     EVL_THROW(Error, what, ": corrupt HDF5 file: the HDF5 library ",
-              WTERMSIG(status) == SIGALRM ? str("did not finish reading it in ", limit, " s")
-                                          : str("crashed reading it (", strsignal(WTERMSIG(status)),
-                                                ")"),
+              WTERMSIG(status) == SIGALRM
+                  ? str("did not finish reading it in ", limit, " s")
+                  : str("crashed reading it (", strsignal(WTERMSIG(status)), ")"),
               "; rewrite the file");
   EVL_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && !w.bytes.empty(), what,
             ": the reader process failed (exit status ", status, ")");

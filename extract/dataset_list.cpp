@@ -129,8 +129,7 @@ std::vector<ClipEntry> read_kinetics_csv(const std::string& list_path,
 std::vector<ClipEntry> read_dataset_list(const std::string& list_path,
                                          const std::vector<std::string>& label_names) {
   std::error_code ec;
-  EVL_CHECK(std::filesystem::exists(list_path, ec), "dataset list '", list_path,
-            "': no such file");
+  EVL_CHECK(std::filesystem::exists(list_path, ec), "dataset list '", list_path, "': no such file");
   EVL_CHECK(std::filesystem::is_regular_file(list_path, ec), "dataset list '", list_path,
             "': not a regular file (a directory?)");
   std::ifstream in(list_path);

@@ -94,8 +94,7 @@ int main(int argc, char** argv) {
       std::printf("failed videos are listed in %s\n", s.failures_file.c_str());
     if (s.clips_failed > 0 && s.clips_failed == s.clips_in_shard - s.clips_skipped)
       std::fprintf(stderr, "error: every clip failed (%lld of %lld)%s; see %s\n",
-                   static_cast<long long>(s.clips_failed),
-                   static_cast<long long>(s.clips_in_shard),
+                   static_cast<long long>(s.clips_failed), static_cast<long long>(s.clips_in_shard),
                    cfg.root.empty() ? ": no --root given, so the list's relative paths were "
                                       "resolved against the current directory"
                                     : "",

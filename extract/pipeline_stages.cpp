@@ -150,8 +150,9 @@ void check_and_record_provenance(const std::string& out, const cache::Manifest& 
     try {
       cache::check_matches(existing, mine, p.string(), fields);
     } catch (const Error& e) {
-      EVL_THROW(UsageError, "--out '", out, "' holds a cache extracted with other settings: ",
-                e.what(), " (this run's value first); resume with that cache's settings, or ",
+      EVL_THROW(UsageError, "--out '", out,
+                "' holds a cache extracted with other settings: ", e.what(),
+                " (this run's value first); resume with that cache's settings, or ",
                 "choose another --out");
     }
   }

@@ -229,8 +229,8 @@ ClipWeights read_openai_torchscript(const std::string& path) {
       int64_t last = t.storage_offset();
       for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
       const auto need = static_cast<uint64_t>(last + 1) * t.element_size();
-      EVL_CHECK(t.storage_offset() >= 0 && need <= t.storage().nbytes(), "backbone weights '",
-                path, "': tensor 'visual.", p.name, "' needs ", need, " bytes, its storage holds ",
+      EVL_CHECK(t.storage_offset() >= 0 && need <= t.storage().nbytes(), "backbone weights '", path,
+                "': tensor 'visual.", p.name, "' needs ", need, " bytes, its storage holds ",
                 t.storage().nbytes(), " (a truncated or corrupt archive)");
     }
     w.tensors[p.name] = t;
@@ -329,9 +329,10 @@ ClipWeights read_hf_safetensors(const std::string& path) {
   // would silently run a model with another attention than it was trained with.
   const auto cfg = std::filesystem::path(path).parent_path() / "config.json";
   std::error_code ec;
-  EVL_CHECK(std::filesystem::is_regular_file(cfg, ec), "backbone weights '", path,
-            "': no config.json beside it ('", cfg.string(),
-            "'); Hugging Face safetensors need their config.json (num_attention_heads, hidden_act)");
+  EVL_CHECK(
+      std::filesystem::is_regular_file(cfg, ec), "backbone weights '", path,
+      "': no config.json beside it ('", cfg.string(),
+      "'); Hugging Face safetensors need their config.json (num_attention_heads, hidden_act)");
   {
     nlohmann::json j;
     try {
@@ -344,8 +345,7 @@ ClipWeights read_hf_safetensors(const std::string& path) {
     const auto& vc = j.contains("vision_config") ? j["vision_config"] : j;
     EVL_CHECK(vc.is_object(), "'", cfg.string(), "': 'vision_config' is not an object");
     if (vc.contains("hidden_act")) {
-      EVL_CHECK(vc["hidden_act"].is_string(), "'", cfg.string(),
-                "': 'hidden_act' is not a string");
+      EVL_CHECK(vc["hidden_act"].is_string(), "'", cfg.string(), "': 'hidden_act' is not a string");
       w.activation = vc["hidden_act"].get<std::string>();
     }
     EVL_CHECK(vc.contains("num_attention_heads"), "'", cfg.string(),

@@ -96,11 +96,19 @@ cache::Manifest used_provenance(const cache::Manifest& m, int64_t layers) {
 // run's cache and of the cache evl_eval scores must match the checkpoint's
 // recorded provenance in all of them (views and dtype may differ).
 const std::vector<std::string>& feature_fields() {
-  static const std::vector<std::string> fields = {
-      "backbone.hash", "backbone.width", "backbone.depth", "backbone.heads",
-      "backbone.patch", "backbone.grid",  "backbone.input_size", "layers",
-      "frames",        "stride",         "sampling",            "mean",
-      "std"};
+  static const std::vector<std::string> fields = {"backbone.hash",
+                                                  "backbone.width",
+                                                  "backbone.depth",
+                                                  "backbone.heads",
+                                                  "backbone.patch",
+                                                  "backbone.grid",
+                                                  "backbone.input_size",
+                                                  "layers",
+                                                  "frames",
+                                                  "stride",
+                                                  "sampling",
+                                                  "mean",
+                                                  "std"};
   return fields;
 }
 
@@ -110,10 +118,10 @@ void check_recorded_provenance(const std::string& recorded_json, const cache::Ma
   if (recorded_json.empty()) return;  // official files and older evl checkpoints
   const cache::Manifest rec =
       cache::Manifest::from_json(recorded_json, "checkpoint '" + checkpoint + "' provenance");
-  cache::check_matches(rec, used_provenance(found, layers),
-                       source + " (the head of checkpoint '" + checkpoint + "' was trained on " +
-                           "other features)",
-                       feature_fields());
+  cache::check_matches(
+      rec, used_provenance(found, layers),
+      source + " (the head of checkpoint '" + checkpoint + "' was trained on " + "other features)",
+      feature_fields());
 }
 
 TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini) {
@@ -147,9 +155,9 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
                   "--warmup-steps must be in [0, --steps], got ", cfg.warmup_steps);
   EVL_CHECK_USAGE(cfg.eval_every >= 0 && cfg.save_every >= 0 && cfg.log_every >= 0,
                   "--eval-every, --save-every and --log-every must be >= 0");
-  EVL_CHECK_USAGE(cfg.mlp_dropout >= 0 && cfg.mlp_dropout < 1 && cfg.cls_dropout >= 0 &&
-                      cfg.cls_dropout < 1,
-                  "--mlp-dropout and --cls-dropout must be in [0, 1)");
+  EVL_CHECK_USAGE(
+      cfg.mlp_dropout >= 0 && cfg.mlp_dropout < 1 && cfg.cls_dropout >= 0 && cfg.cls_dropout < 1,
+      "--mlp-dropout and --cls-dropout must be in [0, 1)");
   EVL_CHECK_USAGE(cfg.num_classes >= 0 && cfg.num_classes <= (1 << 20),
                   "--num-classes must be in [0, 1048576] (0: from the labels), got ",
                   cfg.num_classes);
