@@ -147,7 +147,7 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
   EVL_CHECK_USAGE(cfg.steps <= (int64_t(1) << 40), "--steps ", cfg.steps, " is absurd");
   EVL_CHECK_USAGE(cfg.batch_size <= (1 << 20), "--batch-size must be <= 1048576, got ",
                   cfg.batch_size);
-  EVL_CHECK_USAGE(std::isfinite(cfg.lr) && cfg.lr > 0, "--lr must be a positive number, got ",
+  EVL_CHECK_USAGE(std::isfinite(cfg.lr) && cfg.lr >= 0, "--lr must be a finite number >= 0, got ",
                   cfg.lr);
   EVL_CHECK_USAGE(std::isfinite(cfg.weight_decay) && cfg.weight_decay >= 0,
                   "--weight-decay must be >= 0, got ", cfg.weight_decay);
