@@ -239,11 +239,16 @@ void merge_caches(const std::string& out_dir, const std::vector<std::string>& in
     for (const auto& ms : manifests.back().shards) {
       const std::string path = (fs::path(in) / ms.name).string();
       int64_t count = 0;
-      scan_shard(path, [&](const std::string& key, const MDB_val&) {
+      scan_shard(path, [&](const std::string& key, const MDB_val& val) {
         ++count;
         auto [it, fresh] = seen.emplace(key, path);
         EVL_CHECK(fresh, "merge: record '", key, "' is in shard '", it->second, "' and in shard '",
                   path, "' (duplicate key)");
+        // The shards are copied page by page: a record that does not verify
+        // would be copied as it is, so every record is checked first (as verify).
+        const std::string where = "merge: cache shard '" + path + "': record '" + key + "'";
+        const RecordView r = decode_record(val.mv_data, val.mv_size, where);
+        check_record_shape(first, r, where);
       });
       EVL_CHECK(count == ms.records, "merge: cache shard '", path, "': holds ", count,
                 " records, the manifest says ", ms.records);

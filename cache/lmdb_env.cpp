@@ -10,6 +10,24 @@ namespace evl::cache::detail {
 
 void throw_mdb(int rc, const std::string& what) { EVL_THROW(Error, what, ": ", mdb_strerror(rc)); }
 
+// LMDB reads its pages through a memory map: a page past the end of a
+// truncated data.mdb is a SIGBUS on first touch, not an error code. The meta
+// page (read with pread at open) names the last page in use, so a file shorter
+// than (last page + 1) * page size is refused here, before any page is mapped.
+void check_not_truncated(MDB_env* env, const std::string& dir) {
+  MDB_envinfo info;
+  MDB_stat stat;
+  int rc = mdb_env_info(env, &info);
+  if (rc) throw_mdb(rc, "cache shard '" + dir + "': mdb_env_info");
+  rc = mdb_env_stat(env, &stat);
+  if (rc) throw_mdb(rc, "cache shard '" + dir + "': mdb_env_stat");
+  const uint64_t need = (static_cast<uint64_t>(info.me_last_pgno) + 1) * stat.ms_psize;
+  const uint64_t have = data_file_bytes(dir);
+  EVL_CHECK(have >= need, "cache shard '", dir, "': data.mdb is truncated: ", have,
+            " bytes, its last page ends at byte ", need,
+            " (an interrupted copy? copy the shard again, or re-run evl_extract into a new --out)");
+}
+
 EnvPtr open_env(const std::string& dir, unsigned flags, size_t map_bytes) {
   MDB_env* raw = nullptr;
   int rc = mdb_env_create(&raw);
@@ -29,6 +47,7 @@ EnvPtr open_env(const std::string& dir, unsigned flags, size_t map_bytes) {
   }
   rc = mdb_env_open(raw, dir.c_str(), flags, 0644);
   if (rc) throw_mdb(rc, "cache shard '" + dir + "': cannot open LMDB environment");
+  check_not_truncated(raw, dir);
   return env;
 }
 

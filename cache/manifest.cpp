@@ -1,6 +1,7 @@
 // The cache manifest (manifest.json): JSON encoding with field checks,
 // atomic save, provenance comparison, and the per-record shapes it implies.
 // Deliberately strict: unknown format versions and missing fields are errors.
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -96,6 +97,45 @@ void field(const json& j, const char* name, T& out, const std::string& where) {
   } catch (const json::exception& e) {
     EVL_THROW(Error, where, ": field '", name, "' has the wrong type (", e.what(), ")");
   }
+}
+
+// Every number that later sizes an array, divides, or indexes is range-checked
+// here, so that a hand-edited or corrupt manifest is an error naming the field
+// instead of a division by zero or a huge allocation downstream. The bounds
+// are far beyond any real backbone or clip (ViT-L/14 at 336 px: width 1024,
+// depth 24, grid 24) and keep products like M*T*L*C within int64.
+void check_ranges(const Manifest& m, const std::string& where) {
+  auto in = [&](const char* name, int64_t v, int64_t lo, int64_t hi) {
+    EVL_CHECK(v >= lo && v <= hi, where, ": field '", name, "' is ", v, ", outside [", lo, ", ", hi,
+              "]");
+  };
+  const auto& b = m.backbone;
+  in("backbone.width", b.width, 1, 1 << 16);
+  in("backbone.depth", b.depth, 1, 1 << 10);
+  in("backbone.heads", b.heads, 1, b.width);
+  EVL_CHECK(b.width % b.heads == 0, where, ": field 'backbone.heads' (", b.heads,
+            ") does not divide 'backbone.width' (", b.width, ")");
+  in("backbone.patch", b.patch, 1, 1 << 12);
+  in("backbone.grid", b.grid, 1, 1 << 10);
+  in("backbone.input_size", b.input_size, 1, 1 << 14);
+  EVL_CHECK(b.grid == b.input_size / b.patch, where, ": field 'backbone.grid' (", b.grid,
+            ") is not input_size / patch (", b.input_size, " / ", b.patch, ")");
+  EVL_CHECK(!m.layers.empty(), where, ": field 'layers' is empty");
+  for (const int64_t l : m.layers) in("layers[]", l, 0, b.depth - 1);
+  in("frames", m.frames, 1, 1 << 16);
+  in("stride", m.stride, 0, 1 << 16);
+  EVL_CHECK(m.sampling == "dense" || m.sampling == "tsn", where, ": field 'sampling' is '",
+            m.sampling, "', expected 'dense' or 'tsn'");
+  in("temporal_views", m.temporal_views, 1, 1 << 16);
+  in("spatial_views", m.spatial_views, 1, 1 << 16);
+  in("train_views", m.train_views, 0, 1 << 16);
+  EVL_CHECK(m.mean.size() == 3 && m.std.size() == 3, where,
+            ": fields 'mean' and 'std' must hold 3 values each");
+  for (size_t i = 0; i < 3; ++i)
+    EVL_CHECK(std::isfinite(m.mean[i]) && std::isfinite(m.std[i]) && m.std[i] > 0, where,
+              ": fields 'mean'/'std' must be finite with std > 0");
+  in("num_clips", m.num_clips, 0, int64_t(1) << 40);
+  for (const auto& s : m.shards) in("shards[].records", s.records, 0, int64_t(1) << 40);
 }
 
 }  // namespace
@@ -219,6 +259,7 @@ Manifest Manifest::from_json(const std::string& text, const std::string& where) 
       m.conversions.push_back(conv);
     }
   }
+  check_ranges(m, where);
   for (size_t i = 1; i < m.layers.size(); ++i)
     EVL_CHECK(m.layers[i] > m.layers[i - 1], where, ": field 'layers' is not increasing");
   if (m.storage == StorageMode::kCompact)

@@ -38,6 +38,24 @@ std::string str(Args&&... args) {
   return detail::concat(std::forward<Args>(args)...);
 }
 
+// An exception's message fit for a user: LibTorch's backtrace ("Exception
+// raised from ... frame #0 ...") cut off (strip_backtrace); for one row of a
+// TSV also newlines and tabs turned into spaces, at most `max_chars` (one_line).
+inline std::string strip_backtrace(const std::string& what) {
+  std::string s = what.substr(0, what.find("Exception raised from "));
+  s = s.substr(0, s.find("\nframe #0"));
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+inline std::string one_line(const std::string& what, size_t max_chars = 2000) {
+  std::string s = strip_backtrace(what);
+  for (char& c : s)
+    if (c == '\n' || c == '\t' || c == '\r') c = ' ';
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  if (s.size() > max_chars) s = s.substr(0, max_chars) + " ...";
+  return s;
+}
+
 }  // namespace evl
 
 // EVL_CHECK(cond, pieces...): throws evl::Error with the concatenated pieces.

@@ -3,6 +3,7 @@
 #include "common/cli.h"
 
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -13,6 +14,8 @@
 #include "evl/version.h"
 
 namespace evl::cli {
+
+namespace fs = std::filesystem;
 
 bool parse(const Tool& tool, int argc, const char* const argv[],
            const po::options_description& options, po::variables_map& vm,
@@ -30,7 +33,9 @@ bool parse(const Tool& tool, int argc, const char* const argv[],
 
   try {
     po::command_line_parser parser(argc, argv);
-    parser.options(all);
+    // No prefix guessing: `--thread 4` must not silently mean `--threads 4`.
+    parser.options(all).style(po::command_line_style::default_style &
+                              ~po::command_line_style::allow_guessing);
     if (positional) parser.positional(*positional);
     po::store(parser.run(), vm);
     if (vm.count("help")) {
@@ -45,6 +50,9 @@ bool parse(const Tool& tool, int argc, const char* const argv[],
     }
     if (vm.count("config")) {
       const std::string path = vm["config"].as<std::string>();
+      std::error_code ec;
+      if (fs::exists(path, ec) && !fs::is_regular_file(path, ec))
+        throw UsageError(str("config file '", path, "': not a regular file (a directory?)"));
       std::ifstream in(path);
       if (!in) throw UsageError(str("config file '", path, "': cannot be opened"));
       try {
@@ -71,13 +79,18 @@ int run(const Tool& tool, const std::function<int()>& body) {
   try {
     return body();
   } catch (const UsageError& e) {
-    std::cerr << "error: " << e.what() << std::endl;
+    std::cerr << "error: " << strip_backtrace(e.what()) << std::endl;
     return kExitUsage;
   } catch (const po::error& e) {
     std::cerr << "error: " << e.what() << " (see " << tool.name << " --help)" << std::endl;
     return kExitUsage;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "error: out of memory (a value too large for this machine? check sizes such as "
+                 "--batch-size, --frames, --input-size)"
+              << std::endl;
+    return kExitRuntime;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << std::endl;
+    std::cerr << "error: " << strip_backtrace(e.what()) << std::endl;
     return kExitRuntime;
   }
 }

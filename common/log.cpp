@@ -1,6 +1,7 @@
 // Leveled stderr logging (log.h).
 #include "common/log.h"
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -8,7 +9,9 @@
 namespace evl::log {
 
 namespace {
+std::atomic<int> g_override{-1};  // set_level; -1: EVL_LOG_LEVEL decides
 Level threshold() {
+  if (const int o = g_override.load(); o >= 0) return static_cast<Level>(o);
   static const Level level = [] {
     const char* e = std::getenv("EVL_LOG_LEVEL");
     if (!e) return Level::kInfo;
@@ -20,6 +23,8 @@ Level threshold() {
   return level;
 }
 }  // namespace
+
+void set_level(Level level) { g_override = static_cast<int>(level); }
 
 bool enabled(Level level) { return static_cast<int>(level) >= static_cast<int>(threshold()); }
 

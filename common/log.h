@@ -13,6 +13,7 @@ namespace evl::log {
 enum class Level { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
 
 bool enabled(Level level);
+void set_level(Level level);  // overrides EVL_LOG_LEVEL (a tool's --verbose)
 void write(Level level, const std::string& message);
 
 template <typename... Args>

@@ -12,6 +12,7 @@
 #include "common/progress.h"
 #include "train/cached_dataset.h"
 #include "train/checkpoint.h"
+#include "train/trainer.h"
 
 namespace fs = std::filesystem;
 
@@ -24,7 +25,7 @@ ScoreKind score_kind(FuseMode mode) {
 InferenceHead load_inference_head(const std::string& path, int64_t backbone_heads) {
   EVL_CHECK(fs::is_regular_file(path), "checkpoint '", path, "' does not exist or is not a file");
   InferenceHead out;
-  const StateDict state = read_state_dict(path, &out.config_ini);
+  const StateDict state = read_state_dict(path, &out.config_ini, &out.meta);
   out.official = out.config_ini.find("[head]") == std::string::npos;
   if (!out.official) {  // evl checkpoint: the recorded [head] config decides heads/dropouts
     auto loaded = load_head_checkpoint(path);
@@ -83,6 +84,8 @@ EvalReport run_eval(const EvalConfig& cfg) {
   InferenceHead loaded = load_inference_head(cfg.checkpoint, manifest.backbone.heads);
   const HeadConfig& hc = loaded.config;
   check_head_fits_cache(hc, manifest, cfg.cache, cfg.checkpoint);
+  check_recorded_provenance(loaded.meta.provenance, manifest, hc.decoder_layers, cfg.checkpoint,
+                            "cache '" + cfg.cache + "'");
   if (manifest.train_views > 0)
     log::warn("cache '", cfg.cache, "' holds augmented training views (", manifest.train_views,
               " per clip), not test views; scoring them anyway");

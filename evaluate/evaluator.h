@@ -14,6 +14,7 @@
 #include "cache/cache.h"
 #include "evaluate/metrics.h"
 #include "evaluate/scores.h"
+#include "train/checkpoint.h"
 #include "train/head.h"
 #include "train/scoring.h"
 #include "train/train_config.h"
@@ -32,6 +33,7 @@ struct InferenceHead {
   HeadConfig config;
   std::string config_ini;  // the run's recorded config; "" for official .pth files
   bool official = false;   // no recorded config: an official (or bare) state dict
+  CheckpointMeta meta;     // recorded provenance (train/checkpoint.h); empty for official files
 };
 
 // Loads an evl checkpoint (its recorded [head] config) or an official EVL .pth

@@ -40,12 +40,20 @@ std::string top_level_value(const std::string& ini, const std::string& key) {
 
 // The manifest of the cache a checkpoint was trained (or validated) on, when
 // its config names one that still exists. Test views come from the val cache.
-std::optional<std::pair<cache::Manifest, std::string>> recorded_manifest(const std::string& ini) {
+// Checkpoints that record their test provenance (CheckpointMeta) need no cache:
+// evl_predict works from any directory and after the cache is deleted.
+std::optional<std::pair<cache::Manifest, std::string>> recorded_manifest(
+    const InferenceHead& head, const std::string& checkpoint) {
+  if (!head.meta.test_provenance.empty())
+    return std::make_pair(cache::Manifest::from_json(head.meta.test_provenance,
+                                                     "checkpoint '" + checkpoint + "' provenance"),
+                          "the provenance recorded in checkpoint '" + checkpoint + "'");
+  const std::string& ini = head.config_ini;
   for (const char* key : {"val-cache", "cache"}) {
     const std::string dir = top_level_value(ini, key);
     if (dir.empty() || !fs::is_regular_file(fs::path(dir) / "manifest.json")) continue;
     try {
-      return std::make_pair(cache::Manifest::load(dir), dir);
+      return std::make_pair(cache::Manifest::load(dir), "the manifest of cache '" + dir + "'");
     } catch (const Error& e) {
       log::warn("ignoring the recorded cache: ", e.what());
     }
@@ -93,8 +101,8 @@ Predictor::Predictor(const PredictConfig& cfg) : cfg_(cfg), device_(cfg.device) 
   // The input size must be known before the backbone is built; official
   // checkpoints need the backbone's head count, so they may load twice.
   head_ = load_inference_head(cfg.checkpoint, 0);
-  const auto rec = recorded_manifest(head_.config_ini);
-  source_ = rec ? str("the manifest of cache '", rec->second, "'") : "defaults";
+  const auto rec = recorded_manifest(head_, cfg.checkpoint);
+  source_ = rec ? rec->second : "defaults";
   const cache::Manifest* m = rec ? &rec->first : nullptr;
   ViewSettings v = cfg.views;
   if (!given("input-size")) v.input_size = m ? m->backbone.input_size : 0;
@@ -105,8 +113,8 @@ Predictor::Predictor(const PredictConfig& cfg) : cfg_(cfg), device_(cfg.device) 
     head_ = load_inference_head(cfg.checkpoint, arch.heads);
   const HeadConfig& hc = head_.config;
   if (rec && rec->first.backbone.hash != backbone_.file_hash)
-    log::warn("backbone '", cfg.backbone, "' differs from the one cache '", rec->second,
-              "' was extracted with (", rec->first.backbone.file, "); predictions will not match");
+    log::warn("backbone '", cfg.backbone, "' differs from the one of ", rec->second, " (",
+              rec->first.backbone.file, "); predictions will not match");
 
   if (!given("frames")) v.frames = hc.frames > 0 ? hc.frames : m ? m->frames : v.frames;
   if (!given("sampling") && m) v.sampling = m->sampling;

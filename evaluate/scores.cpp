@@ -5,8 +5,12 @@
 #include "evaluate/scores.h"
 
 #include <hdf5.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -22,6 +26,15 @@ namespace evl {
 namespace fs = std::filesystem;
 
 namespace {
+
+// Longest a score file may take to read (the child's alarm): 10 s plus 1 s
+// per 8 MiB. A real one reads in well under that (Kinetics-400 val, 20k x 400
+// float32, is 32 MiB); a corrupt one can make HDF5 loop forever.
+unsigned read_seconds(const std::string& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  return 10 + static_cast<unsigned>(std::min<uintmax_t>(ec ? 0 : size >> 23, 100000));
+}
 
 using h5::check;
 using h5::checked;
@@ -205,12 +218,10 @@ void write_scores(const std::string& path, const ScoreFile& file) {
   out.commit();
 }
 
-ScoreFile read_scores(const std::string& path) {
-  const std::string what = str("score file '", path, "'");
-  std::error_code ec;
-  EVL_CHECK(fs::exists(path, ec), what, ": no such file");
-  EVL_CHECK(fs::is_regular_file(path, ec), what, ": not a regular file");
-  const auto hdf5 = h5::lock();
+namespace {
+
+// The reading itself, under the HDF5 lock, in the process that calls it.
+ScoreFile read_scores_here(const std::string& path, const std::string& what) {
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     H5Eclear2(H5E_DEFAULT);
     EVL_THROW(Error, what, ": not an HDF5 file (score files are HDF5; see evaluate/SCORES.md)");
@@ -225,6 +236,9 @@ ScoreFile read_scores(const std::string& path) {
   const hsize_t n = scores.dims[0], k = scores.dims[1];
   EVL_CHECK(n >= 1 && k >= 1, what, ": dataset 'scores' has shape ", shape_text(scores.dims),
             "; need at least one video and one class");
+  // Sizes from the file bound an allocation: a damaged shape must not be one.
+  EVL_CHECK(n <= (hsize_t(1) << 31) && k <= (hsize_t(1) << 24) && n * k <= (hsize_t(1) << 32), what,
+            ": dataset 'scores' has an absurd shape ", shape_text(scores.dims));
   out.scores.resize(n * k);
   check(
       H5Dread(scores.id.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.scores.data()),
@@ -274,6 +288,142 @@ ScoreFile read_scores(const std::string& path) {
   if (!read_string_attr(f.get(), "model", what, out.model) || out.model.empty())
     out.model = fs::path(path).stem().string();
   read_string_attr(f.get(), "evl_version", what, out.evl_version);
+  return out;
+}
+
+// A byte stream for handing a ScoreFile (or an error) from the child back.
+struct Wire {
+  std::string bytes;
+  size_t at = 0;
+  template <typename T>
+  void put(const T& v) {
+    bytes.append(reinterpret_cast<const char*>(&v), sizeof v);
+  }
+  void put_string(const std::string& v) {
+    put<uint64_t>(v.size());
+    bytes += v;
+  }
+  template <typename T>
+  T get() {
+    EVL_CHECK(at + sizeof(T) <= bytes.size(), "score reader: short reply");
+    T v;
+    std::memcpy(&v, bytes.data() + at, sizeof v);
+    at += sizeof v;
+    return v;
+  }
+  std::string get_string() {
+    const auto n = get<uint64_t>();
+    EVL_CHECK(n <= bytes.size() - at, "score reader: short reply");
+    at += n;
+    return bytes.substr(at - n, n);
+  }
+};
+
+std::string encode(const ScoreFile& f) {
+  Wire w;
+  w.put<uint8_t>(1);
+  w.put<uint64_t>(f.scores.size());
+  w.bytes.append(reinterpret_cast<const char*>(f.scores.data()), f.scores.size() * sizeof(float));
+  w.put<uint64_t>(f.labels.size());
+  w.bytes.append(reinterpret_cast<const char*>(f.labels.data()), f.labels.size() * sizeof(int64_t));
+  w.put<uint64_t>(f.video_ids.size());
+  for (const auto& id : f.video_ids) w.put_string(id);
+  w.put<uint8_t>(f.kind == ScoreKind::kLogits ? 1 : 0);
+  w.put<int64_t>(f.num_views);
+  w.put_string(f.model);
+  w.put_string(f.evl_version);
+  return w.bytes;
+}
+
+ScoreFile decode(Wire& w) {
+  ScoreFile f;
+  f.scores.resize(w.get<uint64_t>());
+  for (auto& v : f.scores) v = w.get<float>();
+  f.labels.resize(w.get<uint64_t>());
+  for (auto& v : f.labels) v = w.get<int64_t>();
+  f.video_ids.resize(w.get<uint64_t>());
+  for (auto& id : f.video_ids) id = w.get_string();
+  f.kind = w.get<uint8_t>() ? ScoreKind::kLogits : ScoreKind::kProbabilities;
+  f.num_views = w.get<int64_t>();
+  f.model = w.get_string();
+  f.evl_version = w.get_string();
+  return f;
+}
+
+void write_all(int fd, const std::string& bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
+
+// HDF5 does not survive every damaged file: a flipped byte in a global-heap
+// reference of a variable-length string (video_ids, string attributes) makes
+// it read out of bounds (SIGSEGV) or loop forever, inside the library. So the
+// file is read in a forked child (under the HDF5 lock, so no other thread
+// holds HDF5 or is inside it when we fork), which sends the result back
+// through a pipe; a child killed by a signal or by its time limit is reported
+// as a corrupt file, naming it, instead of taking the tool down.
+ScoreFile read_scores(const std::string& path) {
+  const std::string what = str("score file '", path, "'");
+  std::error_code ec;
+  EVL_CHECK(fs::exists(path, ec), what, ": no such file");
+  EVL_CHECK(fs::is_regular_file(path, ec), what, ": not a regular file");
+  const unsigned limit = read_seconds(path);
+  const auto hdf5 = h5::lock();
+  int fds[2];
+  EVL_CHECK(::pipe(fds) == 0, what, ": cannot create a pipe: ", std::strerror(errno));
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    EVL_THROW(Error, what, ": cannot fork the reader: ", std::strerror(errno));
+  }
+  if (pid == 0) {  // the child: read, reply, _exit (no destructors, no atexit)
+    ::close(fds[0]);
+    ::alarm(limit);
+    std::string reply;
+    try {
+      reply = encode(read_scores_here(path, what));
+    } catch (const std::exception& e) {
+      Wire w;
+      w.put<uint8_t>(0);
+      w.put_string(dynamic_cast<const std::bad_alloc*>(&e)
+                       ? what + ": out of memory while reading it (a damaged size?)"
+                       : std::string(e.what()));
+      reply = w.bytes;
+    }
+    write_all(fds[1], reply);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  Wire w;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    w.bytes.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFSIGNALED(status))
+    EVL_THROW(Error, what, ": corrupt HDF5 file: the HDF5 library ",
+              WTERMSIG(status) == SIGALRM
+                  ? str("did not finish reading it in ", limit, " s")
+                  : str("crashed reading it (", strsignal(WTERMSIG(status)), ")"),
+              "; rewrite the file");
+  EVL_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && !w.bytes.empty(), what,
+            ": the reader process failed (exit status ", status, ")");
+  if (w.get<uint8_t>() == 0) throw Error(w.get_string());
+  ScoreFile out = decode(w);
   validate_scores(out, what);
   return out;
 }

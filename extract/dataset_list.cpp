@@ -15,6 +15,10 @@
 namespace evl {
 namespace {
 
+// Labels index a classifier's rows: a label this large is a typo or a wrong
+// column, not a class (it would make a head of that many classes).
+constexpr int64_t kMaxLabel = int64_t(1) << 20;
+
 std::string trim(const std::string& s) {
   size_t a = s.find_first_not_of(" \t\r\n");
   if (a == std::string::npos) return "";
@@ -124,6 +128,10 @@ std::vector<ClipEntry> read_kinetics_csv(const std::string& list_path,
 
 std::vector<ClipEntry> read_dataset_list(const std::string& list_path,
                                          const std::vector<std::string>& label_names) {
+  std::error_code ec;
+  EVL_CHECK(std::filesystem::exists(list_path, ec), "dataset list '", list_path, "': no such file");
+  EVL_CHECK(std::filesystem::is_regular_file(list_path, ec), "dataset list '", list_path,
+            "': not a regular file (a directory?)");
   std::ifstream in(list_path);
   EVL_CHECK(in, "dataset list '", list_path, "': cannot open");
   std::vector<std::string> lines;
@@ -149,6 +157,8 @@ std::vector<ClipEntry> read_dataset_list(const std::string& list_path,
       if (f.size() >= 2)
         EVL_CHECK(parse_int(f[1], e.label) && e.label >= 0, "dataset list '", list_path, "' line ",
                   line_no, ": label '", f[1], "' is not a non-negative integer");
+      EVL_CHECK(e.label < kMaxLabel, "dataset list '", list_path, "' line ", line_no, ": label ",
+                e.label, " is absurd (labels are class indices, below ", kMaxLabel, ")");
       EVL_CHECK(label_names.empty() || e.label < static_cast<int64_t>(label_names.size()),
                 "dataset list '", list_path, "' line ", line_no, ": label ", e.label, " >= the ",
                 label_names.size(), " label names");

@@ -34,6 +34,9 @@ struct ExtractConfig {
   int shard_index = -1;        // -1: SLURM_ARRAY_TASK_ID / SLURM_PROCID, else 0
   int num_shards = -1;         // -1: SLURM_ARRAY_TASK_COUNT / SLURM_NTASKS, else 1
   int64_t max_failures = -1;   // abort when more videos than this fail (-1: never)
+
+  // memory bound per video: decoded frames + two float copies (SamplingConfig, views.h)
+  int64_t max_decoded_mib = 4096;
 };
 
 }  // namespace evl

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "common/cli.h"
+#include "common/log.h"
 #include "extract/pipeline.h"
 #include "extract/view_settings.h"
 
@@ -59,7 +60,10 @@ po::options_description make_options(evl::ExtractConfig& c) {
       "num-shards", po::value(&c.num_shards)->default_value(c.num_shards),
       "number of shards (-1: SLURM_ARRAY_TASK_COUNT or SLURM_NTASKS, else 1)")(
       "max-failures", po::value(&c.max_failures)->default_value(c.max_failures),
-      "abort when more videos fail (-1: never)");
+      "abort when more videos fail (-1: never)")(
+      "max-decoded-mib", po::value(&c.max_decoded_mib)->default_value(c.max_decoded_mib),
+      "memory bound per video: decoded frames a clip needs (a larger clip fails)")(
+      "verbose", "debug messages and FFmpeg's own log lines (default: FFmpeg errors only)");
   po::options_description all;
   all.add(io).add(views).add(feats).add(run);
   return all;
@@ -74,6 +78,7 @@ int main(int argc, char** argv) {
     po::variables_map vm;
     if (!evl::cli::parse(kTool, argc, argv, options, vm)) return 0;
 
+    if (vm.count("verbose")) evl::log::set_level(evl::log::Level::kDebug);
     std::signal(SIGTERM, on_signal);
     std::signal(SIGINT, on_signal);
     const evl::ExtractSummary s = evl::run_extraction(cfg, &g_stop);
@@ -87,6 +92,13 @@ int main(int argc, char** argv) {
         s.bytes_written / 1048576.0, s.seconds);
     if (s.clips_failed > 0)
       std::printf("failed videos are listed in %s\n", s.failures_file.c_str());
+    if (s.clips_failed > 0 && s.clips_failed == s.clips_in_shard - s.clips_skipped)
+      std::fprintf(stderr, "error: every clip failed (%lld of %lld)%s; see %s\n",
+                   static_cast<long long>(s.clips_failed), static_cast<long long>(s.clips_in_shard),
+                   cfg.root.empty() ? ": no --root given, so the list's relative paths were "
+                                      "resolved against the current directory"
+                                    : "",
+                   s.failures_file.c_str());
     if (s.interrupted) {
       std::fprintf(stderr,
                    "interrupted: finished clips are committed; rerun the same command to resume\n");

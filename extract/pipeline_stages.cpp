@@ -11,6 +11,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <set>
+#include <sstream>
 #include <thread>
 #include <utility>
 
@@ -65,8 +67,28 @@ void validate(const ExtractConfig& cfg) {
   EVL_CHECK_USAGE(!cfg.out.empty(), "--out is required");
   validate_view_settings(cfg.views, ViewUse::kExtract, ViewTool::kExtract);
   cache::parse_storage_mode(cfg.store);
-  EVL_CHECK_USAGE(cfg.batch_size >= 1, "--batch-size must be >= 1");
-  EVL_CHECK_USAGE(cfg.threads >= 0, "--threads must be >= 0");
+  EVL_CHECK_USAGE(cfg.batch_size >= 1 && cfg.batch_size <= 65536,
+                  "--batch-size must be in [1, 65536], got ", cfg.batch_size);
+  EVL_CHECK_USAGE(cfg.threads >= 0 && cfg.threads <= 4096, "--threads must be in [0, 4096], got ",
+                  cfg.threads);
+  EVL_CHECK_USAGE(cfg.limit >= 0, "--limit must be >= 0 (0: all), got ", cfg.limit);
+  EVL_CHECK_USAGE(cfg.max_decoded_mib >= 1 && cfg.max_decoded_mib <= (int64_t(1) << 24),
+                  "--max-decoded-mib must be in [1, 16777216], got ", cfg.max_decoded_mib);
+}
+
+// --device as a torch::Device, refusing one this LibTorch cannot use with a
+// one-line usage error (not a dispatcher trace from the first tensor op).
+torch::Device parse_device(const std::string& name) {
+  std::unique_ptr<torch::Device> device;
+  try {
+    device = std::make_unique<torch::Device>(name);
+  } catch (const std::exception& e) {
+    EVL_THROW(UsageError, "--device '", name, "': ", strip_backtrace(e.what()));
+  }
+  EVL_CHECK_USAGE(!device->is_cuda() || torch::cuda::is_available(), "--device ", name,
+                  ": this LibTorch has no CUDA device available (Debian's LibTorch is CPU-only; "
+                  "use --device cpu)");
+  return *device;
 }
 
 // Holds an exclusive flock on `path` (created if needed) for its lifetime.
@@ -107,6 +129,36 @@ void publish_manifest(const std::string& out, const cache::Manifest& shard_manif
   joined.save(out);
 }
 
+// The job's provenance is written to <out>/provenance.json before the first
+// record, so that an unfinished cache (killed before its manifest) and a
+// second writer on the same --out are checked as a finished one is: under the
+// manifest lock, this job's provenance must equal what provenance.json and
+// manifest.json say in every field but num_clips (a different --limit extends
+// or cuts the same list; the keys still name the same clips).
+void check_and_record_provenance(const std::string& out, const cache::Manifest& manifest) {
+  std::vector<std::string> fields;
+  for (const auto& f : cache::provenance_fields())
+    if (f != "num_clips") fields.push_back(f);
+  cache::Manifest mine = manifest;
+  mine.shards.clear();
+  const fs::path prov = fs::path(out) / "provenance.json";
+  FileLock lock((fs::path(out) / ".manifest.lock").string());
+  for (const fs::path& p : {prov, fs::path(out) / "manifest.json"}) {
+    std::error_code ec;
+    if (!fs::exists(p, ec)) continue;
+    const cache::Manifest existing = cache::Manifest::from_json(read_file(p.string()), p.string());
+    try {
+      cache::check_matches(existing, mine, p.string(), fields);
+    } catch (const Error& e) {
+      EVL_THROW(UsageError, "--out '", out,
+                "' holds a cache extracted with other settings: ", e.what(),
+                " (this run's value first); resume with that cache's settings, or ",
+                "choose another --out");
+    }
+  }
+  if (!fs::exists(prov)) write_file_atomic(prov.string(), mine.to_json());
+}
+
 }  // namespace
 
 ExtractionJob::ExtractionJob(const ExtractConfig& cfg)
@@ -130,7 +182,7 @@ ExtractionJob::ExtractionJob(const ExtractConfig& cfg)
   const int64_t end = std::min(num_clips, group_end * group_);
 
   // The backbone and the blocks to store.
-  const torch::Device device(cfg_.device);
+  const torch::Device device = parse_device(cfg_.device);
   BackboneOptions bopts;
   bopts.input_size = cfg_.views.input_size;
   bopts.device = device;
@@ -153,14 +205,12 @@ ExtractionJob::ExtractionJob(const ExtractConfig& cfg)
   }
   manifest_ = make_manifest(cfg_, backbone_, num_clips);
   sampling_ = sampling_config(cfg_.views, cfg_.seed, manifest_.backbone.input_size);
+  sampling_.max_decoded_bytes = cfg_.max_decoded_mib << 20;
   EVL_CHECK(manifest_.views_per_clip() == views_per_clip_, "internal: views per clip mismatch");
 
   // Refuse to mix features into a cache made differently.
   fs::create_directories(cfg_.out);
-  if (fs::exists(fs::path(cfg_.out) / "manifest.json")) {
-    const cache::Manifest existing = cache::Manifest::load(cfg_.out);
-    cache::check_matches(manifest_, existing, (fs::path(cfg_.out) / "manifest.json").string());
-  }
+  check_and_record_provenance(cfg_.out, manifest_);
   if (storage_ == cache::StorageMode::kCompact) {
     cache::Record w;
     w.key = "qk_weights";
@@ -206,11 +256,31 @@ ExtractionJob::ExtractionJob(const ExtractConfig& cfg)
     log::info("resuming: ", summary_.clips_skipped, " of ", summary_.clips_in_shard,
               " clips already in ", summary_.shard_dir);
 
-  // Failures of earlier runs stay listed (record_failure appends). Create the
-  // file now, so that an unwritable path fails before any work.
+  // A rerun retries every clip that failed before (failed clips have no
+  // records), so their old rows are dropped now and rewritten if they fail
+  // again: the file lists exactly the failures of the latest attempt. Rows of
+  // clips outside this task's slice (other tasks sharing the file) stay.
+  // Written now, so that an unwritable path fails before any work.
   {
     FileLock lock(summary_.failures_file + ".lock");
-    if (!fs::exists(summary_.failures_file)) write_file_atomic(summary_.failures_file, "");
+    std::set<int64_t> mine;  // list lines of this task's clips
+    for (int64_t c = begin; c < end; ++c) mine.insert(entries_[static_cast<size_t>(c)].line);
+    std::string kept;
+    if (fs::exists(summary_.failures_file)) {
+      std::istringstream old(read_file(summary_.failures_file));
+      for (std::string row; std::getline(old, row);) {
+        const auto a = row.find('\t'), b = row.find('\t', a == std::string::npos ? a : a + 1);
+        int64_t line = -1;
+        if (b != std::string::npos) {
+          try {
+            line = std::stoll(row.substr(a + 1, b - a - 1));
+          } catch (const std::exception&) {
+          }
+        }
+        if (!row.empty() && !mine.count(line)) kept += row + "\n";
+      }
+    }
+    write_file_atomic(summary_.failures_file, kept);
   }
   if (!cfg_.dump_frames.empty()) fs::create_directories(cfg_.dump_frames);
   progress_ =
@@ -284,7 +354,7 @@ void ExtractionJob::record_failure(const ClipWork& w) {
   // under a lock, so no task's lines are lost and no reader sees a torn file.
   FileLock lock(summary_.failures_file + ".lock");
   std::string text = fs::exists(summary_.failures_file) ? read_file(summary_.failures_file) : "";
-  text += str(w.entry->path, '\t', w.entry->line, '\t', w.error, '\n');
+  text += str(w.entry->path, '\t', w.entry->line, '\t', one_line(w.error), '\n');
   write_file_atomic(summary_.failures_file, text);
 }
 

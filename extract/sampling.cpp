@@ -87,6 +87,13 @@ FrameRange trim_range(const std::vector<double>& times, double start_sec, double
   if (start_sec < 0 && end_sec < 0) return {0, n};
   EVL_CHECK(end_sec < 0 || start_sec < 0 || end_sec > start_sec, "trim: end ", end_sec,
             " s is not after start ", start_sec, " s");
+  // A window that starts after the last frame has ended is a wrong list line
+  // (other units, another video), not a clip: refused instead of sampling the
+  // last frame. One frame duration of slack covers the last frame's display.
+  const double frame_dt = n >= 2 ? times[n - 1] - times[n - 2] : 0.0;
+  EVL_CHECK(start_sec < 0 || start_sec <= times.back() + frame_dt, "trim window starts at ",
+            start_sec, " s, after the end of the video (", n, " frames, the last at ", times.back(),
+            " s)");
   auto lo = start_sec < 0 ? times.begin() : std::lower_bound(times.begin(), times.end(), start_sec);
   auto hi = end_sec < 0 ? times.end() : std::lower_bound(times.begin(), times.end(), end_sec);
   if (lo < hi) return {lo - times.begin(), hi - lo};

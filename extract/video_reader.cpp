@@ -16,7 +16,10 @@ extern "C" {
 #include <libswscale/swscale.h>
 }
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -95,6 +98,15 @@ struct VideoReader::Impl {
   void open() {
     // Generated pts as PyAV (the official loader) opens files: containers that
     // store only dts (AVI with B-frames) then give every packet a pts.
+    // Only regular files: opening a FIFO (or a device) blocks until a writer
+    // appears, i.e. forever, and no later signal handler can end the open.
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0)
+      throw VideoError(path, str("cannot open: ", std::strerror(errno)));
+    if (!S_ISREG(st.st_mode))
+      throw VideoError(path, S_ISDIR(st.st_mode) ? "is a directory, not a video file"
+                                                 : "is not a regular file (a FIFO, socket or "
+                                                   "device?); only regular video files are read");
     AVFormatContext* raw = avformat_alloc_context();
     if (!raw) throw VideoError(path, "out of memory");
     raw->flags |= AVFMT_FLAG_GENPTS;
@@ -173,6 +185,7 @@ struct VideoReader::Impl {
       pkt_dts.push_back(pkt->dts);
     }
     if (pkt_pts.empty()) throw VideoError(path, "no video packets");
+    warn_if_short(static_cast<int64_t>(pkt_pts.size()), "packets are readable");
     std::vector<int64_t> order(pkt_pts.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
     if (trusted) {
@@ -193,6 +206,21 @@ struct VideoReader::Impl {
       pts_to_idx[pkt_pts[order[i]]] = static_cast<int64_t>(i);
     }
     set_times(st->time_base);
+  }
+
+  // A fast-start MP4 cut short keeps its full index (moov) at the front, and
+  // demuxing simply ends at the cut: the video reads as a shorter one. Say so,
+  // once per reader, when fewer frames than the container declares are there.
+  bool warned_short = false;
+  void warn_if_short(int64_t have, const char* what) {
+    // MP4/MOV only: there nb_frames counts the indexed samples exactly (AVI
+    // counts zero-size "dropped frame" chunks too, which are no frames).
+    const int64_t declared = fmt->streams[stream]->nb_frames;
+    const bool mov = std::strstr(fmt->iformat->name, "mp4") != nullptr;
+    if (warned_short || !mov || declared <= 0 || have >= declared) return;
+    warned_short = true;
+    log::warn("video '", path, "': the container declares ", declared, " frames, only ", have, " ",
+              what, " (truncated file?); reading it as a ", have, "-frame video");
   }
 
   void set_times(AVRational tb) {
@@ -223,6 +251,7 @@ struct VideoReader::Impl {
     while (read_packet()) decode(pkt.get(), on);
     decode(nullptr, on);
     if (out_pts.empty()) throw VideoError(path, "no decodable video frames");
+    warn_if_short(static_cast<int64_t>(out_pts.size()), "decode");
     std::map<int64_t, int64_t> last;  // pts -> last output position (dict semantics)
     for (size_t o = 0; o < out_pts.size(); ++o) last[out_pts[o]] = static_cast<int64_t>(o);
     seq_out_to_idx.assign(out_pts.size(), -1);
@@ -454,6 +483,9 @@ VideoReader::VideoReader(const std::string& path, const VideoReaderOptions& opti
   Impl& m = *impl_;
   m.path = path;
   m.opt = options;
+  // FFmpeg's own lines (damaged macroblocks in common UCF-101 .avi files, ...)
+  // would flood the progress display; they show with --verbose (log level debug).
+  av_log_set_level(log::enabled(log::Level::kDebug) ? AV_LOG_INFO : AV_LOG_ERROR);
   std::error_code ec;
   if (!fs::exists(path, ec)) throw VideoError(path, "no such file");
   if (fs::is_directory(path, ec)) throw VideoError(path, "is a directory, not a video file");

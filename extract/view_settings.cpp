@@ -132,21 +132,27 @@ std::vector<std::string> given_view_flags(const po::variables_map& vm, ViewTool 
 
 void validate_view_settings(const ViewSettings& s, ViewUse use, ViewTool tool) {
   auto flag = [&](const char* name) { return "--" + flag_name(name, tool); };
-  EVL_CHECK_USAGE(s.frames >= 1, flag("frames"), " must be >= 1, got ", s.frames);
+  // Upper bounds far above any real setting: past them a value is a typo that
+  // would end in an allocation failure deep inside, not a usage error.
+  EVL_CHECK_USAGE(s.frames >= 1 && s.frames <= 4096, flag("frames"), " must be in [1, 4096], got ",
+                  s.frames);
   EVL_CHECK_USAGE(s.sampling == "dense" || s.sampling == "tsn", flag("sampling"),
                   " must be dense or tsn, got '", s.sampling, "'");
-  EVL_CHECK_USAGE(s.tsn() || s.stride >= 1, flag("stride"), " must be >= 1, got ", s.stride);
-  EVL_CHECK_USAGE(s.temporal_views >= 1 && s.spatial_views >= 1, flag("temporal-views"), " and ",
-                  flag("spatial-views"), " must be >= 1");
+  EVL_CHECK_USAGE(s.tsn() || (s.stride >= 1 && s.stride <= 65536), flag("stride"),
+                  " must be in [1, 65536], got ", s.stride);
+  EVL_CHECK_USAGE(s.temporal_views >= 1 && s.temporal_views <= 1024, flag("temporal-views"),
+                  " must be in [1, 1024], got ", s.temporal_views);
+  EVL_CHECK_USAGE(s.spatial_views >= 1, flag("spatial-views"), " must be >= 1");
   EVL_CHECK_USAGE(s.spatial_views == 1 || s.spatial_views == 3, flag("spatial-views"),
                   " must be 1 or 3 (official crops), got ", s.spatial_views);
   if (use == ViewUse::kOnlineTrain)
-    EVL_CHECK_USAGE(s.train_views >= 1, flag("train-views"),
-                    " must be >= 1 for online training, got ", s.train_views);
+    EVL_CHECK_USAGE(s.train_views >= 1 && s.train_views <= 1024, flag("train-views"),
+                    " must be in [1, 1024] for online training, got ", s.train_views);
   else
-    EVL_CHECK_USAGE(s.train_views >= 0, flag("train-views"), " must be >= 0, got ", s.train_views);
-  EVL_CHECK_USAGE(s.input_size >= 0, flag("input-size"), " must be >= 0 (0: native), got ",
-                  s.input_size);
+    EVL_CHECK_USAGE(s.train_views >= 0 && s.train_views <= 1024, flag("train-views"),
+                    " must be in [0, 1024], got ", s.train_views);
+  EVL_CHECK_USAGE(s.input_size >= 0 && s.input_size <= 4096, flag("input-size"),
+                  " must be in [0, 4096] (0: native), got ", s.input_size);
   EVL_CHECK_USAGE(!s.layers.empty(), flag("layers"), " is empty");
   if (s.precision != "auto") parse_precision(s.precision, flag("precision"));
   augment::parse_rand_augment(s.rand_augment, flag("rand-augment"));

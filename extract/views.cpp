@@ -174,6 +174,15 @@ std::vector<ClipView> build_views(VideoReader& reader, const ClipEntry& entry,
     }
   std::sort(all.begin(), all.end());
   all.erase(std::unique(all.begin(), all.end()), all.end());
+  const auto& vi = reader.info();
+  const int64_t frame_px = int64_t{vi.width} * vi.height;
+  const int64_t need =
+      static_cast<int64_t>(all.size()) * frame_px * 3 + 2 * cfg.frames * frame_px * 3 * 4;
+  if (need > cfg.max_decoded_bytes)
+    throw VideoError(reader.path(),
+                     str("needs ~", need >> 20, " MiB of decoded frames (", all.size(),
+                         " frames of ", vi.width, "x", vi.height, "), more than the ",
+                         cfg.max_decoded_bytes >> 20, " MiB bound; raise --max-decoded-mib"));
   auto decoded = reader.read_frames(all);
   std::map<int64_t, torch::Tensor> by_index;
   for (size_t i = 0; i < all.size(); ++i) by_index[all[i]] = decoded[i];

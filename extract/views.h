@@ -43,6 +43,10 @@ struct SamplingConfig {
   std::vector<augment::OpDraw> augment_ops;  // every view; replaces rand_augment when set
   uint64_t seed = 0;
   int decoder_threads = 1;  // libavcodec threads per video
+  // Memory bound per video: the decoded RGB frames a clip needs plus two float
+  // copies of one view's frames at the decoded resolution. A clip above it
+  // fails (VideoError naming the bound) instead of exhausting the machine.
+  int64_t max_decoded_bytes = int64_t(4096) << 20;
 };
 
 // The SamplingConfig of `views` with training-view seed `seed` at the resolved

@@ -221,7 +221,20 @@ ClipWeights read_openai_torchscript(const std::string& path) {
   torch::jit::Module visual = root.attr("visual").toModule();
   ClipWeights w;
   w.format = "openai-torchscript";
-  for (const auto& p : visual.named_parameters(/*recurse=*/true)) w.tensors[p.name] = p.value;
+  for (const auto& p : visual.named_parameters(/*recurse=*/true)) {
+    // torch::jit::load does not check that a tensor fits its storage record: a
+    // truncated or edited archive would read past it (garbage or a crash).
+    const torch::Tensor& t = p.value;
+    if (t.numel() > 0) {
+      int64_t last = t.storage_offset();
+      for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+      const auto need = static_cast<uint64_t>(last + 1) * t.element_size();
+      EVL_CHECK(t.storage_offset() >= 0 && need <= t.storage().nbytes(), "backbone weights '", path,
+                "': tensor 'visual.", p.name, "' needs ", need, " bytes, its storage holds ",
+                t.storage().nbytes(), " (a truncated or corrupt archive)");
+    }
+    w.tensors[p.name] = t;
+  }
   // nn.MultiheadAttention keeps num_heads as a scripted attribute; OpenAI uses width / 64.
   try {
     auto blk = visual.attr("transformer").toModule().attr("resblocks").toModule().attr("0");
@@ -311,8 +324,16 @@ ClipWeights read_hf_safetensors(const std::string& path) {
     put(dst, torch::cat({q, k->second, v->second}, 0));
   }
   // config.json beside the weights: hidden_act and num_attention_heads.
+  // The head count is not in the tensors' shapes, so config.json is required
+  // (save_pretrained writes it beside model.safetensors): guessing width / 64
+  // would silently run a model with another attention than it was trained with.
   const auto cfg = std::filesystem::path(path).parent_path() / "config.json";
-  if (std::filesystem::exists(cfg)) {
+  std::error_code ec;
+  EVL_CHECK(
+      std::filesystem::is_regular_file(cfg, ec), "backbone weights '", path,
+      "': no config.json beside it ('", cfg.string(),
+      "'); Hugging Face safetensors need their config.json (num_attention_heads, hidden_act)");
+  {
     nlohmann::json j;
     try {
       std::ifstream f(cfg);
@@ -320,9 +341,20 @@ ClipWeights read_hf_safetensors(const std::string& path) {
     } catch (const std::exception& e) {
       EVL_THROW(Error, "'", cfg.string(), "': not valid JSON: ", e.what());
     }
+    EVL_CHECK(j.is_object(), "'", cfg.string(), "': not a JSON object");
     const auto& vc = j.contains("vision_config") ? j["vision_config"] : j;
-    if (vc.contains("hidden_act")) w.activation = vc["hidden_act"].get<std::string>();
-    if (vc.contains("num_attention_heads")) w.heads = vc["num_attention_heads"].get<int64_t>();
+    EVL_CHECK(vc.is_object(), "'", cfg.string(), "': 'vision_config' is not an object");
+    if (vc.contains("hidden_act")) {
+      EVL_CHECK(vc["hidden_act"].is_string(), "'", cfg.string(), "': 'hidden_act' is not a string");
+      w.activation = vc["hidden_act"].get<std::string>();
+    }
+    EVL_CHECK(vc.contains("num_attention_heads"), "'", cfg.string(),
+              "': no 'num_attention_heads' (in 'vision_config' for a CLIPModel config)");
+    EVL_CHECK(vc["num_attention_heads"].is_number_integer() &&
+                  vc["num_attention_heads"].get<int64_t>() > 0,
+              "'", cfg.string(), "': 'num_attention_heads' is ", vc["num_attention_heads"].dump(),
+              ", expected a positive integer");
+    w.heads = vc["num_attention_heads"].get<int64_t>();
   }
   if (w.activation.empty()) w.activation = "quick_gelu";  // HF CLIPVisionConfig's default
   return w;
@@ -417,9 +449,13 @@ VitArch infer_arch(const ClipWeights& weights, const std::string& path) {
     if (!misshaped.empty()) msg += "; wrong shapes: " + join(misshaped);
     throw Error(msg);
   }
-  for (const auto& kv : t)
+  for (const auto& kv : t) {
     EVL_CHECK(kv.second.is_floating_point(), where, "tensor '", kv.first, "' has dtype ",
               kv.second.scalar_type(), ", expected floating point");
+    // NaN/inf weights would fill a whole cache with NaN and exit 0.
+    EVL_CHECK(torch::isfinite(kv.second).all().item<bool>(), where, "tensor '", kv.first,
+              "' holds NaN or inf (corrupt weights)");
+  }
   return a;
 }
 

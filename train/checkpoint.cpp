@@ -35,6 +35,57 @@ StateDict to_state_dict(const c10::impl::GenericDict& d, const std::string& wher
   return out;
 }
 
+// Typed access to a checkpoint's dict entries: a missing key or a value of
+// another type is an error naming the file and the entry (IValue's own
+// to*() would end in an INTERNAL ASSERT that blames PyTorch).
+const c10::IValue& entry(const c10::impl::GenericDict& d, const std::string& key,
+                         const std::string& path) {
+  auto it = d.find(c10::IValue(key));
+  EVL_CHECK(it != d.end(), "checkpoint '", path, "': missing entry '", key, "'");
+  return it->value();
+}
+int64_t int_entry(const c10::impl::GenericDict& d, const std::string& key, const std::string& path,
+                  int64_t lo, int64_t hi) {
+  const c10::IValue& v = entry(d, key, path);
+  EVL_CHECK(v.isInt(), "checkpoint '", path, "': entry '", key, "' is not an integer");
+  EVL_CHECK(v.toInt() >= lo && v.toInt() <= hi, "checkpoint '", path, "': entry '", key, "' is ",
+            v.toInt(), ", outside [", lo, ", ", hi, "]");
+  return v.toInt();
+}
+double double_entry(const c10::impl::GenericDict& d, const std::string& key,
+                    const std::string& path) {
+  const c10::IValue& v = entry(d, key, path);
+  EVL_CHECK(v.isDouble() && std::isfinite(v.toDouble()), "checkpoint '", path, "': entry '", key,
+            "' is not a finite float");
+  return v.toDouble();
+}
+c10::impl::GenericDict dict_entry(const c10::impl::GenericDict& d, const std::string& key,
+                                  const std::string& path) {
+  const c10::IValue& v = entry(d, key, path);
+  EVL_CHECK(v.isGenericDict(), "checkpoint '", path, "': entry '", key, "' is not a dict");
+  return v.toGenericDict();
+}
+torch::Tensor tensor_entry(const c10::impl::GenericDict& d, const std::string& key,
+                           const std::string& path) {
+  const c10::IValue& v = entry(d, key, path);
+  EVL_CHECK(v.isTensor(), "checkpoint '", path, "': entry '", key, "' is not a tensor");
+  return v.toTensor();
+}
+// Optional string entry ("" when absent).
+std::string string_entry(const c10::impl::GenericDict& d, const std::string& key,
+                         const std::string& path) {
+  if (!has_key(d, key)) return "";
+  const c10::IValue& v = entry(d, key, path);
+  EVL_CHECK(v.isString(), "checkpoint '", path, "': entry '", key, "' is not a string");
+  return v.toStringRef();
+}
+void read_meta(const c10::impl::GenericDict& d, const std::string& path, CheckpointMeta& meta) {
+  meta.provenance = string_entry(d, "provenance", path);
+  meta.test_provenance = string_entry(d, "test_provenance", path);
+  meta.total_steps =
+      has_key(d, "total_steps") ? int_entry(d, "total_steps", path, 1, int64_t(1) << 40) : 0;
+}
+
 const torch::Tensor* find(const StateDict& state, const std::string& name) {
   for (const auto& [n, t] : state)
     if (n == name) return &t;
@@ -43,14 +94,16 @@ const torch::Tensor* find(const StateDict& state, const std::string& name) {
 
 }  // namespace
 
-StateDict read_state_dict(const std::string& path, std::string* config_ini) {
+StateDict read_state_dict(const std::string& path, std::string* config_ini, CheckpointMeta* meta) {
   const auto root = read_torch_file(path);
   EVL_CHECK(root.isGenericDict(), "checkpoint '", path, "' does not hold a dict");
   auto dict = root.toGenericDict();
   if (config_ini) *config_ini = "";
+  if (meta) *meta = CheckpointMeta{};
   if (has_key(dict, "model")) {
     if (config_ini && has_key(dict, "config") && dict.at("config").isString())
       *config_ini = dict.at("config").toStringRef();
+    if (meta && has_key(dict, "format")) read_meta(dict, path, *meta);
     EVL_CHECK(dict.at("model").isGenericDict(), "checkpoint '", path,
               "': 'model' is not a state dict");
     return to_state_dict(dict.at("model").toGenericDict(), path);
@@ -111,7 +164,8 @@ LoadedHead load_head_checkpoint(const std::string& path, int64_t heads_hint) {
 
 void save_training_checkpoint(const std::string& path, const EvlHead& head,
                               torch::optim::AdamW& optimizer, int64_t next_step,
-                              const std::string& config_ini, const GradScaler* scaler) {
+                              const std::string& config_ini, const GradScaler* scaler,
+                              const CheckpointMeta& meta) {
   c10::Dict<std::string, torch::Tensor> model;
   c10::impl::GenericDict states(c10::StringType::get(), c10::AnyType::get());
   for (const auto& [name, p] : head_state(head)) {
@@ -139,6 +193,9 @@ void save_training_checkpoint(const std::string& path, const EvlHead& head,
   root.insert("optimizer", opt);
   root.insert("next_step", next_step);
   root.insert("config", config_ini);
+  if (!meta.provenance.empty()) root.insert("provenance", meta.provenance);
+  if (!meta.test_provenance.empty()) root.insert("test_provenance", meta.test_provenance);
+  if (meta.total_steps > 0) root.insert("total_steps", meta.total_steps);
   if (scaler && scaler->enabled()) {
     c10::impl::GenericDict ls(c10::StringType::get(), c10::AnyType::get());
     ls.insert("scale", scaler->current_scale());
@@ -150,7 +207,8 @@ void save_training_checkpoint(const std::string& path, const EvlHead& head,
 }
 
 int64_t load_training_checkpoint(const std::string& path, EvlHead& head,
-                                 torch::optim::AdamW& optimizer, GradScaler* scaler) {
+                                 torch::optim::AdamW& optimizer, GradScaler* scaler,
+                                 CheckpointMeta* meta) {
   const auto root = read_torch_file(path);
   EVL_CHECK(root.isGenericDict(), "checkpoint '", path, "' does not hold a dict");
   auto dict = root.toGenericDict();
@@ -158,28 +216,40 @@ int64_t load_training_checkpoint(const std::string& path, EvlHead& head,
                 dict.at("format").toStringRef() == kFormat,
             "checkpoint '", path,
             "' is not an evl training checkpoint (official files go to --init)");
-  EVL_CHECK(dict.at("format_version").toInt() <= kCheckpointVersion, "checkpoint '", path,
-            "' has format version ", dict.at("format_version").toInt(), ", newer than this evl (",
-            kCheckpointVersion, ")");
-  load_head_state(head, to_state_dict(dict.at("model").toGenericDict(), path), path);
-  auto states = dict.at("optimizer").toGenericDict().at("state").toGenericDict();
+  const int64_t version = int_entry(dict, "format_version", path, 1, int64_t(1) << 30);
+  EVL_CHECK(version <= kCheckpointVersion, "checkpoint '", path, "' has format version ", version,
+            ", newer than this evl (", kCheckpointVersion, ")");
+  // Every value below sizes, counts or divides something: range-checked first.
+  const int64_t next_step = int_entry(dict, "next_step", path, 0, int64_t(1) << 40);
+  if (meta) read_meta(dict, path, *meta);
+  load_head_state(head, to_state_dict(dict_entry(dict, "model", path), path), path);
+  auto states = dict_entry(dict_entry(dict, "optimizer", path), "state", path);
   optimizer.state().clear();
   for (const auto& [name, p] : head_state(head)) {
     if (!states.contains(name)) continue;
-    auto entry = states.at(name).toGenericDict();
+    const std::string where = "optimizer.state." + name;
+    auto e = dict_entry(states, name, path);
     auto st = std::make_unique<torch::optim::AdamWParamState>();
-    st->step(entry.at("step").toInt());
-    st->exp_avg(entry.at("exp_avg").toTensor().clone().to(p.device()));
-    st->exp_avg_sq(entry.at("exp_avg_sq").toTensor().clone().to(p.device()));
-    EVL_CHECK(st->exp_avg().sizes() == p.sizes(), "checkpoint '", path, "': optimizer state of '",
-              name, "' has the wrong shape");
+    st->step(int_entry(e, "step", path + "' " + where + " '", 0, int64_t(1) << 40));
+    const torch::Tensor avg = tensor_entry(e, "exp_avg", path);
+    const torch::Tensor avg_sq = tensor_entry(e, "exp_avg_sq", path);
+    EVL_CHECK(avg.sizes() == p.sizes() && avg_sq.sizes() == p.sizes(), "checkpoint '", path,
+              "': optimizer state of '", name, "' has the wrong shape");
+    EVL_CHECK(avg.is_floating_point() && avg_sq.is_floating_point() &&
+                  torch::isfinite(avg).all().item<bool>() &&
+                  torch::isfinite(avg_sq).all().item<bool>(),
+              "checkpoint '", path, "': optimizer state of '", name, "' is not finite floats");
+    st->exp_avg(avg.to(p.options()).clone());
+    st->exp_avg_sq(avg_sq.to(p.options()).clone());
     optimizer.state()[c10::guts::to_string(p.unsafeGetTensorImpl())] = std::move(st);
   }
   if (scaler && scaler->enabled() && has_key(dict, "loss_scaler")) {
-    auto ls = dict.at("loss_scaler").toGenericDict();
-    scaler->load_state(ls.at("scale").toDouble(), ls.at("growth_tracker").toInt());
+    auto ls = dict_entry(dict, "loss_scaler", path);
+    const double scale = double_entry(ls, "scale", path);
+    EVL_CHECK(scale > 0, "checkpoint '", path, "': entry 'scale' of 'loss_scaler' is ", scale);
+    scaler->load_state(scale, int_entry(ls, "growth_tracker", path, 0, int64_t(1) << 40));
   }
-  return dict.at("next_step").toInt();
+  return next_step;
 }
 
 }  // namespace evl

@@ -196,6 +196,9 @@ void load_head_state(EvlHead& head, const std::vector<std::pair<std::string, tor
     EVL_CHECK(it->second.sizes() == item.value().sizes(), "checkpoint '", where, "': parameter '",
               item.key(), "' has shape ", it->second.sizes(), ", the head expects ",
               item.value().sizes());
+    EVL_CHECK(it->second.is_floating_point() && torch::isfinite(it->second).all().item<bool>(),
+              "checkpoint '", where, "': parameter '", item.key(),
+              "' holds NaN/inf or is not floating point");
     item.value().copy_(it->second);
     given.erase(it);
   }

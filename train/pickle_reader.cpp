@@ -274,6 +274,8 @@ class Unpickler {
               "' is missing");
     auto [ptr, size] = archive_.getRecord(record);
     const int64_t numel = e[4].toInt();
+    EVL_CHECK(numel >= 0 && numel < (int64_t(1) << 40), "'", path_, "': storage '", record,
+              "' claims ", numel, " elements");
     const size_t want = static_cast<size_t>(numel) * c10::elementSize(dtype);
     EVL_CHECK(size == want, "'", path_, "': storage '", record, "' has ", size, " bytes, expected ",
               want);
@@ -294,13 +296,22 @@ class Unpickler {
       EVL_CHECK(
           a.size() >= 4 && a[0].isTensor() && a[1].isInt() && a[2].isTuple() && a[3].isTuple(), "'",
           path_, "': malformed _rebuild_tensor_v2 arguments");
-      auto ints = [](const c10::IValue& t) {
+      auto ints = [&](const c10::IValue& t) {
         std::vector<int64_t> out;
-        for (const auto& v : t.toTupleRef().elements()) out.push_back(v.toInt());
+        for (const auto& v : t.toTupleRef().elements()) {
+          EVL_CHECK(v.isInt() && v.toInt() >= 0, "'", path_,
+                    "': malformed _rebuild_tensor_v2 arguments (a size or stride that is not a "
+                    "non-negative int)");
+          out.push_back(v.toInt());
+        }
         return out;
       };
       const auto storage = a[0].toTensor();
       const auto size = ints(a[2]), stride = ints(a[3]);
+      EVL_CHECK(size.size() == stride.size() && a[1].toInt() >= 0, "'", path_,
+                "': malformed _rebuild_tensor_v2 arguments (sizes, strides and offset disagree)");
+      for (const int64_t d : size)
+        EVL_CHECK(d < (int64_t(1) << 40), "'", path_, "': tensor dimension ", d, " is absurd");
       int64_t extent = a[1].toInt() + 1;
       for (size_t i = 0; i < size.size(); ++i) extent += (size[i] - 1) * stride[i];
       EVL_CHECK(size.empty() || std::find(size.begin(), size.end(), 0) != size.end() ||

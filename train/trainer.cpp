@@ -39,7 +39,7 @@ HeadConfig head_config_for(const TrainConfig& cfg, const cache::Manifest& manife
   h.temporal_conv = !cfg.no_temporal_conv;
   h.temporal_pos_embed = !cfg.no_temporal_pos_embed;
   h.temporal_cross_attention = !cfg.no_temporal_cross_attention;
-  EVL_CHECK(h.width > 0 && h.grid > 0 && h.frames > 0 && h.width % h.heads == 0,
+  EVL_CHECK(h.width > 0 && h.grid > 0 && h.frames > 0 && h.heads > 0 && h.width % h.heads == 0,
             "cache manifest: width ", h.width, ", grid ", h.grid, ", frames ", h.frames, ", heads ",
             h.heads, " do not describe a usable backbone");
   return h;
@@ -80,7 +80,49 @@ void init_from_checkpoint(EvlHead& head, const std::string& path) {
   load_head_state(head, state, path);
 }
 
+// The provenance a checkpoint records (CheckpointMeta): the source's manifest
+// without shards, its layers cut to the last `layers` blocks the head reads.
+cache::Manifest used_provenance(const cache::Manifest& m, int64_t layers) {
+  cache::Manifest p = m;
+  p.shards.clear();
+  if (static_cast<int64_t>(p.layers.size()) > layers)
+    p.layers.erase(p.layers.begin(), p.layers.end() - layers);
+  return p;
+}
+
 }  // namespace
+
+// Fields that decide what the head's inputs mean: the features of a resumed
+// run's cache and of the cache evl_eval scores must match the checkpoint's
+// recorded provenance in all of them (views and dtype may differ).
+const std::vector<std::string>& feature_fields() {
+  static const std::vector<std::string> fields = {"backbone.hash",
+                                                  "backbone.width",
+                                                  "backbone.depth",
+                                                  "backbone.heads",
+                                                  "backbone.patch",
+                                                  "backbone.grid",
+                                                  "backbone.input_size",
+                                                  "layers",
+                                                  "frames",
+                                                  "stride",
+                                                  "sampling",
+                                                  "mean",
+                                                  "std"};
+  return fields;
+}
+
+void check_recorded_provenance(const std::string& recorded_json, const cache::Manifest& found,
+                               int64_t layers, const std::string& checkpoint,
+                               const std::string& source) {
+  if (recorded_json.empty()) return;  // official files and older evl checkpoints
+  const cache::Manifest rec =
+      cache::Manifest::from_json(recorded_json, "checkpoint '" + checkpoint + "' provenance");
+  cache::check_matches(
+      rec, used_provenance(found, layers),
+      source + " (the head of checkpoint '" + checkpoint + "' was trained on " + "other features)",
+      feature_fields());
+}
 
 TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini) {
   EVL_CHECK_USAGE(!cfg.cache.empty() && !cfg.out.empty(), "--cache and --out are required");
@@ -98,7 +140,33 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
                   "--batch-size (", cfg.batch_size,
                   ") must be a positive multiple of --batch-split (", cfg.batch_split,
                   ") and --steps positive");
-  EVL_CHECK_USAGE(cfg.init_lr_scale > 0, "--init-lr-scale must be positive");
+  EVL_CHECK_USAGE(std::isfinite(cfg.init_lr_scale) && cfg.init_lr_scale > 0,
+                  "--init-lr-scale must be positive, got ", cfg.init_lr_scale);
+  // Bounds far above any real run: past them a value is a typo (or NaN), and
+  // would fail later as a bad_alloc or a silently NaN run instead of here.
+  EVL_CHECK_USAGE(cfg.steps <= (int64_t(1) << 40), "--steps ", cfg.steps, " is absurd");
+  EVL_CHECK_USAGE(cfg.batch_size <= (1 << 20), "--batch-size must be <= 1048576, got ",
+                  cfg.batch_size);
+  EVL_CHECK_USAGE(std::isfinite(cfg.lr) && cfg.lr >= 0, "--lr must be a finite number >= 0, got ",
+                  cfg.lr);
+  EVL_CHECK_USAGE(std::isfinite(cfg.weight_decay) && cfg.weight_decay >= 0,
+                  "--weight-decay must be >= 0, got ", cfg.weight_decay);
+  EVL_CHECK_USAGE(cfg.warmup_steps >= 0 && cfg.warmup_steps <= cfg.steps,
+                  "--warmup-steps must be in [0, --steps], got ", cfg.warmup_steps);
+  EVL_CHECK_USAGE(cfg.eval_every >= 0 && cfg.save_every >= 0 && cfg.log_every >= 0,
+                  "--eval-every, --save-every and --log-every must be >= 0");
+  EVL_CHECK_USAGE(
+      cfg.mlp_dropout >= 0 && cfg.mlp_dropout < 1 && cfg.cls_dropout >= 0 && cfg.cls_dropout < 1,
+      "--mlp-dropout and --cls-dropout must be in [0, 1)");
+  EVL_CHECK_USAGE(cfg.num_classes >= 0 && cfg.num_classes <= (1 << 20),
+                  "--num-classes must be in [0, 1048576] (0: from the labels), got ",
+                  cfg.num_classes);
+  EVL_CHECK_USAGE(cfg.heads >= 0 && cfg.heads <= 4096, "--heads must be in [0, 4096], got ",
+                  cfg.heads);
+  EVL_CHECK_USAGE(cfg.decoder_layers >= 0 && cfg.decoder_layers <= 1024,
+                  "--decoder-layers must be in [0, 1024], got ", cfg.decoder_layers);
+  EVL_CHECK_USAGE(cfg.threads >= 0 && cfg.threads <= 4096, "--threads must be in [0, 4096], got ",
+                  cfg.threads);
   if (cfg.threads > 0) torch::set_num_threads(static_cast<int>(cfg.threads));
   const torch::Device device(cfg.device);
   EVL_CHECK_USAGE(!device.is_cuda() || torch::cuda::is_available(), "--device ", cfg.device,
@@ -110,6 +178,9 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
   const int64_t layers = train.layers();
   const int64_t max_label = train.max_label();
   const int64_t classes = cfg.num_classes > 0 ? cfg.num_classes : max_label + 1;
+  if (cfg.num_classes <= 0 && classes > 0)
+    log::info("classes: ", classes, " (1 + the largest label in ", train.where(),
+              "); pass --num-classes if the dataset has more");
   EVL_CHECK(classes > 0, train.where(),
             " has no labels; pass --num-classes or extract with labels");
   EVL_CHECK(max_label < classes, train.where(), " has label ", max_label, " but --num-classes is ",
@@ -149,7 +220,15 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
   std::string last_good;
   if (cfg.resume) {
     EVL_CHECK_USAGE(fs::exists(last), "--resume: '", last.string(), "' does not exist");
-    start = load_training_checkpoint(last.string(), head, opt, &scaler);
+    CheckpointMeta recorded;
+    start = load_training_checkpoint(last.string(), head, opt, &scaler, &recorded);
+    check_recorded_provenance(recorded.provenance, manifest, layers, last.string(), train.where());
+    EVL_CHECK_USAGE(recorded.total_steps == 0 || recorded.total_steps == cfg.steps, "--steps ",
+                    cfg.steps, " differs from the resumed run's ", recorded.total_steps,
+                    " (its cosine schedule has that length): resume with --steps ",
+                    recorded.total_steps, ", or start a new --out with --init ", last.string());
+    EVL_CHECK_USAGE(start <= cfg.steps, "--resume: '", last.string(), "' is at step ", start,
+                    ", past --steps ", cfg.steps);
     last_good = last.string();
     // A requeued batch job repeats its command line: --init only seeds a new run.
     log::info("resuming '", cfg.out, "' at step ", start,
@@ -170,6 +249,10 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
   const std::string full_ini = config_ini + "\n" + head_cfg.to_ini() + data_ini;
   write_file_atomic((out / "config.ini").string(), full_ini);
   std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
+  CheckpointMeta meta;
+  meta.provenance = used_provenance(manifest, layers).to_json();
+  meta.test_provenance = val ? used_provenance(val->manifest(), layers).to_json() : meta.provenance;
+  meta.total_steps = cfg.steps;
 
   TrainSummary summary;
   const int64_t micro = cfg.batch_size / cfg.batch_split;
@@ -234,7 +317,7 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
     if (write_line) metrics << line.dump() << "\n" << std::flush;
     if (final_step || (cfg.save_every > 0 && done % cfg.save_every == 0)) {
       const auto path = out / ("checkpoint-" + std::to_string(done) + ".pth");
-      save_training_checkpoint(path.string(), head, opt, done, full_ini, &scaler);
+      save_training_checkpoint(path.string(), head, opt, done, full_ini, &scaler, meta);
       AtomicFile last_file(last.string());
       fs::copy_file(path, last_file.temp_path(), fs::copy_options::overwrite_existing);
       last_file.commit();

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "train/cached_dataset.h"
 #include "train/head.h"
@@ -32,6 +33,18 @@ struct EvalResult {
 // frames from the cache's provenance; switches and dropouts from `cfg`).
 HeadConfig head_config_for(const TrainConfig& cfg, const cache::Manifest& manifest, int64_t layers,
                            int64_t num_classes);
+
+// The provenance fields that decide what a head's inputs mean (backbone,
+// layers, frames, sampling, normalisation; not views or dtype).
+const std::vector<std::string>& feature_fields();
+
+// Throws evl::Error naming `source`, `checkpoint` and the first differing
+// field when `found` (the last `layers` of its layers) differs from the
+// provenance a checkpoint recorded (CheckpointMeta::provenance) in
+// feature_fields(). Does nothing when nothing was recorded.
+void check_recorded_provenance(const std::string& recorded_json, const cache::Manifest& found,
+                               int64_t layers, const std::string& checkpoint,
+                               const std::string& source);
 
 // Multi-view evaluation over every item of `data`: mean of per-view softmax
 // per clip, top-1/top-5. Runs in fp32 (the official evaluation has no autocast).

@@ -406,7 +406,7 @@ TEST(EvlEvalPredict, MotionVideosEndToEnd) {
   EXPECT_EQ(rep["metrics"]["per_class_accuracy"].size(), 3u);
 
   // evl_predict: one process from the video files, settings from the cache the
-  // checkpoint recorded; a mix of good videos and an undecodable one.
+  // checkpoint recorded (no cache needed); good videos and an undecodable one.
   std::ofstream(tmp.path() / "bad.mp4") << "this is not a video";
   std::string cmd = tool("evl_predict") + " --backbone '" + backbone + "' --checkpoint '" + ckpt +
                     "' --json --topk 3 --threads 1 --labels '" + (data / "labels.txt").string() +
@@ -414,7 +414,8 @@ TEST(EvlEvalPredict, MotionVideosEndToEnd) {
   for (const auto& v : videos) cmd += " '" + (data / v).string() + "'";
   r = run(cmd, tmp.path());
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.err.find("settings from the manifest of cache"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("settings from the provenance recorded in checkpoint"), std::string::npos)
+      << r.err;
   const auto pred = nlohmann::json::parse(r.out);
   ASSERT_EQ(pred["videos"].size(), 6u);
   for (size_t n = 0; n < 6; ++n) {

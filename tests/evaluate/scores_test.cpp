@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -159,6 +160,44 @@ TEST(Scores, CorruptionCatalogueAndForeignFiles) {
   for (int64_t i = 0; i < f.num_videos(); ++i)
     for (int64_t j = 0; j < f.num_classes(); ++j)
       EXPECT_EQ(f.scores[i * f.num_classes() + j], static_cast<float>(scores[i][j]));
+  fs::remove_all(dir);
+}
+
+TEST(Scores, DamagedStringReferencesAreErrorsNotCrashes) {
+  // Variable-length strings (video_ids, the string attributes) live in HDF5's
+  // global heap ("GCOL" collections); each element of the dataset or attribute
+  // holds (length u32, collection address u64, object index u32). Before reads
+  // were isolated, a flipped high byte of an index or of a heap object's size
+  // crashed libhdf5 (SIGSEGV) or made it loop. Each such flip must now be an
+  // evl::Error naming the file (this test process would die otherwise).
+  const fs::path dir = temp_dir("scores_flip");
+  const std::string good = (dir / "good.h5").string(), bad = (dir / "bad.h5").string();
+  evl::write_scores(good, sample(6, 4, 3));
+  std::ifstream in(good, std::ios::binary);
+  const std::string raw((std::istreambuf_iterator<char>(in)), {});
+  const size_t gcol = raw.find("GCOL");
+  ASSERT_NE(gcol, std::string::npos);
+  std::vector<size_t> at;  // the high bytes of every object index referring to the collection
+  const std::string addr(reinterpret_cast<const char*>(&gcol), 8);  // little-endian
+  for (size_t p = raw.find(addr); p != std::string::npos; p = raw.find(addr, p + 1))
+    if (p >= 4 && p + 12 <= raw.size()) at.push_back(p + 11);
+  ASSERT_GE(at.size(), 6u) << "expected a reference per video id";
+  at.push_back(gcol + 16 + 8 + 7);  // the high byte of the first heap object's size
+  int errors = 0, read_ok = 0;
+  for (const size_t p : at) {
+    std::string b = raw;
+    b[p] = static_cast<char>(b[p] ^ 0x80);
+    std::ofstream(bad, std::ios::binary) << b;
+    try {
+      evl::read_scores(bad);
+      ++read_ok;  // a flip HDF5 reads past (e.g. a slot it never uses) is fine
+    } catch (const evl::Error& e) {
+      ++errors;
+      EXPECT_NE(std::string(e.what()).find("score file '" + bad + "'"), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_GE(errors, 6) << read_ok << " damaged files read without an error";
   fs::remove_all(dir);
 }
 

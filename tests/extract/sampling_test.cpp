@@ -1,6 +1,8 @@
 // Sampling indices against values computed by hand from the official code.
 #include "extract/sampling.h"
 
+#include "common/check.h"
+
 #include <gtest/gtest.h>
 
 #include <set>
@@ -74,9 +76,20 @@ TEST(Sampling, TrimRange) {
   EXPECT_EQ(r.count, 30);
   r = trim_range(t, -1, -1);
   EXPECT_EQ(r.count, 100);
-  r = trim_range(t, 50.0, 60.0);  // past the end: the last frame
+  r = trim_range(t, 9.95, 10.5);  // inside the last frame's display: that frame
   EXPECT_EQ(r.first, 99);
   EXPECT_EQ(r.count, 1);
+  r = trim_range(t, 2.01, 2.05);  // between two frames: the nearest later one
+  EXPECT_EQ(r.first, 21);
+  EXPECT_EQ(r.count, 1);
+  // Past the end of the video: an error, not the last frame.
+  try {
+    trim_range(t, 50.0, 60.0);
+    FAIL() << "no error";
+  } catch (const evl::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("after the end of the video"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Sampling, ViewRngIsReproduciblePerView) {

@@ -2,6 +2,7 @@
 // and the reason (never a crash, hang or garbage), except a truncated video,
 // which is read as a shorter one.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <fstream>
 #include <random>
@@ -39,6 +40,15 @@ class BadInput : public ::testing::Test {
 
 TEST_F(BadInput, MissingFile) { expect_video_error(dir + "/nope.mp4", "no such file"); }
 TEST_F(BadInput, Directory) { expect_video_error(dir, "is a directory"); }
+
+TEST_F(BadInput, FifoIsRefusedWithoutBlocking) {
+  // Opening a FIFO for reading blocks until a writer comes: it must be refused
+  // before FFmpeg opens it (this test would hang otherwise).
+  const std::string fifo = dir + "/x.mp4";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  expect_video_error(fifo, "is not a regular file");
+  expect_video_error("/dev/null", "is not a regular file");
+}
 
 TEST_F(BadInput, ZeroBytes) {
   write_bytes(dir + "/empty.mp4", "");

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <torch/script.h>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -28,6 +29,8 @@ class WeightsTest : public ::testing::Test {
            ("evl_weights_test_" + std::to_string(::getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(dir_);
+    // Hugging Face weights need their config.json beside them (num_attention_heads).
+    fs::copy_file(kDir + "config.json", dir_ / "config.json");
   }
   void TearDown() override { fs::remove_all(dir_); }
   std::string file(const std::string& name) const { return (dir_ / name).string(); }
@@ -167,6 +170,18 @@ TEST_F(WeightsTest, WrongShapesAreListedByName) {
   EXPECT_THAT(load_error(file("shape.safetensors")), HasSubstr("ln_pre.weight [33]"));
 }
 
+TEST_F(WeightsTest, NonFiniteWeightsAreRejected) {
+  // A NaN anywhere in the weights would make every feature NaN (and the run exit 0).
+  SafetensorsFile src(kDir + "tiny_clip_hf.safetensors");
+  std::map<std::string, torch::Tensor> t;
+  for (const auto& kv : src.entries()) t[kv.first] = src.tensor(kv.first).clone();
+  t["vision_model.encoder.layers.1.mlp.fc1.weight"][3][5] = std::nanf("");
+  write_safetensors(file("nan.safetensors"), t);
+  const std::string msg = load_error(file("nan.safetensors"));
+  EXPECT_THAT(msg, HasSubstr(file("nan.safetensors")));
+  EXPECT_THAT(msg, HasSubstr("transformer.resblocks.1.mlp.c_fc.weight' holds NaN or inf"));
+}
+
 TEST_F(WeightsTest, NonClipTorchScriptIsRejected) {
   torch::jit::Module m("Net");
   m.register_parameter("weight", torch::ones({4, 4}), false);
@@ -188,14 +203,28 @@ TEST_F(WeightsTest, ConfigJsonActivationAndHeads) {
   auto bb = load_backbone(file("model.safetensors"));
   EXPECT_EQ(bb.arch.activation, "gelu");
   EXPECT_EQ(bb.arch.heads, 4);
-  write_all(file("config.json"), R"({"vision_config": {"hidden_act": "relu"}})");
+  write_all(file("config.json"),
+            R"({"vision_config": {"hidden_act": "relu", "num_attention_heads": 2}})");
   EXPECT_THAT(load_error(file("model.safetensors")), HasSubstr("unsupported activation 'relu'"));
   write_all(file("config.json"), "{not json");
   EXPECT_THAT(load_error(file("model.safetensors")), HasSubstr("config.json"));
-  fs::remove(file("config.json"));  // HF's default is quick_gelu; heads = width / 64
+  // Without hidden_act, HF's default quick_gelu.
+  write_all(file("config.json"), R"({"num_attention_heads": 2})");
   auto plain = load_backbone(file("model.safetensors"));
   EXPECT_EQ(plain.arch.activation, "quick_gelu");
-  EXPECT_EQ(plain.arch.heads, 1);
+  EXPECT_EQ(plain.arch.heads, 2);
+  // The head count is not in the shapes: a missing, zero or mistyped one is refused.
+  for (const char* bad : {R"({"hidden_act": "gelu"})", R"({"num_attention_heads": 0})",
+                          R"({"num_attention_heads": "2"})"}) {
+    write_all(file("config.json"), bad);
+    const std::string msg = load_error(file("model.safetensors"));
+    EXPECT_THAT(msg, HasSubstr("config.json")) << bad;
+    EXPECT_THAT(msg, HasSubstr("num_attention_heads")) << bad;
+  }
+  write_all(file("config.json"), R"({"num_attention_heads": 3})");  // 32 channels
+  EXPECT_THAT(load_error(file("model.safetensors")), HasSubstr("not divisible by 3 heads"));
+  fs::remove(file("config.json"));
+  EXPECT_THAT(load_error(file("model.safetensors")), HasSubstr("no config.json beside it"));
 }
 
 TEST_F(WeightsTest, SafetensorsRoundTripAndTensorViews) {

@@ -350,10 +350,20 @@ TEST(Trainer, InitFineTunesWithANewClassifierAndScaledLr) {
   // The classifier was re-initialised and trained at the full LR: moves of ~1e-2.
   EXPECT_GT((post.at("proj.2.bias")).abs().max().item<double>(), 0.5e-2);
   // A requeued job repeats its command line: --resume with --init continues the run.
+  // (--init is then ignored). Another --steps would restart the cosine
+  // schedule silently: a usage error naming the flag.
   auto again = f;
-  again.resume = true, again.steps = 2;
+  again.resume = true;
   EXPECT_NO_THROW(train_head(again, ""));
-  EXPECT_TRUE(fs::exists(fs::path(f.out) / "checkpoint-2.pth"));
+  again.steps = f.steps + 1;
+  try {
+    train_head(again, "");
+    ADD_FAILURE() << "resumed with another --steps";
+  } catch (const evl::UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("--steps"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(
+      fs::exists(fs::path(f.out) / ("checkpoint-" + std::to_string(again.steps) + ".pth")));
   // A classifier of the right class count is reused, any other mismatch still fails.
   auto g = f;
   g.out = (tmp.path() / "same_classes").string();
