@@ -126,31 +126,31 @@ class Cache {
     std::vector<float> x_in(compact ? static_cast<size_t>(block) : 0);
     {
       py::gil_scoped_release release;
-      reader().with_record_streamed(index, [&](const cache::RecordView& v,
-                                               cache::ChecksumPass& pass) {
-        cache::check_record_shape(m, v, "cache '" + dir_ + "': record '" + v.key + "'");
-        rec->key = v.key, rec->video_id = v.video_id, rec->view = v.view;
-        rec->label = v.label, rec->clip_index = v.clip_index, rec->view_index = v.view_index;
-        std::vector<const std::pair<std::string, cache::ArrayView>*> arrays;
-        for (const auto& a : v.arrays) arrays.push_back(&a);
-        std::sort(arrays.begin(), arrays.end(),
-                  [](auto* a, auto* b) { return a->second.data < b->second.data; });
-        for (const auto* named : arrays) {
-          const auto& [name, a] = *named;
-          if (name == "inputs") {
-            pass.hash_to(static_cast<const uint8_t*>(a.data) + a.nbytes());
-            cache::to_float32(a, inputs);
-            continue;
-          }
-          float* out = name == "x" ? x : name == "q" ? q : k;
-          for (int64_t b = 0; b < a.shape[0]; ++b) {
-            if (compact && b == off)
-              convert_block(a, b, T, L, C, x_in.data(), pass);
-            else if (b >= off + (compact ? 1 : 0))
-              convert_block(a, b, T, L, C, out + (b - off - (compact ? 1 : 0)) * block, pass);
-          }
-        }
-      });
+      reader().with_record_streamed(
+          index, [&](const cache::RecordView& v, cache::ChecksumPass& pass) {
+            cache::check_record_shape(m, v, "cache '" + dir_ + "': record '" + v.key + "'");
+            rec->key = v.key, rec->video_id = v.video_id, rec->view = v.view;
+            rec->label = v.label, rec->clip_index = v.clip_index, rec->view_index = v.view_index;
+            std::vector<const std::pair<std::string, cache::ArrayView>*> arrays;
+            for (const auto& a : v.arrays) arrays.push_back(&a);
+            std::sort(arrays.begin(), arrays.end(),
+                      [](auto* a, auto* b) { return a->second.data < b->second.data; });
+            for (const auto* named : arrays) {
+              const auto& [name, a] = *named;
+              if (name == "inputs") {
+                pass.hash_to(static_cast<const uint8_t*>(a.data) + a.nbytes());
+                cache::to_float32(a, inputs);
+                continue;
+              }
+              float* out = name == "x" ? x : name == "q" ? q : k;
+              for (int64_t b = 0; b < a.shape[0]; ++b) {
+                if (compact && b == off)
+                  convert_block(a, b, T, L, C, x_in.data(), pass);
+                else if (b >= off + (compact ? 1 : 0))
+                  convert_block(a, b, T, L, C, out + (b - off - (compact ? 1 : 0)) * block, pass);
+              }
+            }
+          });
       if (compact)  // after the checksum passed: Q/K of layer i from the block before it
         for (int64_t i = 0; i < n; ++i)
           qk_->compute(off + i, i == 0 ? x_in.data() : x + (i - 1) * block, T, L, q + i * block,
@@ -258,36 +258,43 @@ PYBIND11_MODULE(_evl, m) {
       .def("keys", &Cache::keys)
       .def("manifest_json", [](const Cache& c) { return c.manifest().to_json(); })
       .def("index_of", &Cache::index_of)
-      .def("get_index", [](const Cache& c, int64_t i, int64_t last) {
-        return c.get(c.checked_index(i), last);
-      }, py::arg("index"), py::arg("layers") = 0)
-      .def("get_key", [](const Cache& c, const std::string& key, int64_t last) {
-        const int64_t i = c.index_of(key);
-        if (i < 0) throw py::key_error(evl::str("cache '", c.dir(), "': no record '", key, "'"));
-        return c.get(i, last);
-      }, py::arg("key"), py::arg("layers") = 0)
-      .def("clips", [](const Cache& c) {
-        py::list out;
-        for (const auto& clip : c.clips()) {
-          py::dict d;
-          d["clip_index"] = clip.clip_index;
-          d["video_id"] = clip.video_id;
-          d["label"] = clip.label;
-          d["records"] = clip.records;
-          out.append(d);
-        }
-        return out;
-      })
-      .def("verify", [](const Cache& c) {
-        evl::cache::VerifyReport r;
-        {
-          py::gil_scoped_release release;
-          r = evl::cache::verify_cache(c.dir());
-        }
-        py::list bad;
-        for (const auto& b : r.bad) bad.append(py::make_tuple(b.shard, b.key, b.reason));
-        return py::make_tuple(r.records, bad);
-      })
+      .def(
+          "get_index",
+          [](const Cache& c, int64_t i, int64_t last) { return c.get(c.checked_index(i), last); },
+          py::arg("index"), py::arg("layers") = 0)
+      .def(
+          "get_key",
+          [](const Cache& c, const std::string& key, int64_t last) {
+            const int64_t i = c.index_of(key);
+            if (i < 0)
+              throw py::key_error(evl::str("cache '", c.dir(), "': no record '", key, "'"));
+            return c.get(i, last);
+          },
+          py::arg("key"), py::arg("layers") = 0)
+      .def("clips",
+           [](const Cache& c) {
+             py::list out;
+             for (const auto& clip : c.clips()) {
+               py::dict d;
+               d["clip_index"] = clip.clip_index;
+               d["video_id"] = clip.video_id;
+               d["label"] = clip.label;
+               d["records"] = clip.records;
+               out.append(d);
+             }
+             return out;
+           })
+      .def("verify",
+           [](const Cache& c) {
+             evl::cache::VerifyReport r;
+             {
+               py::gil_scoped_release release;
+               r = evl::cache::verify_cache(c.dir());
+             }
+             py::list bad;
+             for (const auto& b : r.bad) bad.append(py::make_tuple(b.shard, b.key, b.reason));
+             return py::make_tuple(r.records, bad);
+           })
       .def("close", &Cache::close);
 
   m.def("read_scores", &read_scores, py::arg("path"));

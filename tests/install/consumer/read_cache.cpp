@@ -26,8 +26,8 @@ int main(int argc, char** argv) {
       double sum = 0;
       for (const float v : f) sum += v;
       std::printf("%s{\"key\": \"%s\", \"label\": %lld, \"video_id\": \"%s\", \"x_sum\": %.17g}",
-                  i ? ", " : "", r.key.c_str(), static_cast<long long>(r.label),
-                  r.video_id.c_str(), sum);
+                  i ? ", " : "", r.key.c_str(), static_cast<long long>(r.label), r.video_id.c_str(),
+                  sum);
     }
     std::printf("]}\n");
   } catch (const std::exception& e) {
