@@ -54,6 +54,8 @@ void convert_block(const cache::ArrayView& a, int64_t block, int64_t frames, int
     float* dst = out + t * tokens * width;
     if (quantized)
       cache::dequantize_rows(a, first, tokens, dst);
+    else if (a.dtype == cache::DType::kF16 || a.dtype == cache::DType::kBF16)
+      half_to_float32(codes + begin, a.dtype == cache::DType::kBF16, tokens * width, dst);
     else
       cache::to_float32(cache::ArrayView{a.dtype, {tokens, width}, codes + begin}, dst);
   }

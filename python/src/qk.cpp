@@ -11,6 +11,13 @@
 
 namespace evl::python {
 
+void half_to_float32(const void* src, bool bf16, int64_t n, float* out) {
+  at::InferenceMode guard;
+  const at::Tensor in =
+      at::from_blob(const_cast<void*>(src), {n}, bf16 ? at::kBFloat16 : at::kHalf);
+  at::from_blob(out, {n}, at::kFloat).copy_(in);
+}
+
 struct QKRecompute::Impl {
   int64_t width = 0;
   std::vector<std::array<at::Tensor, 6>> w;  // per layer: ln w, ln b, Wq, bq, Wk, bk

@@ -1,8 +1,8 @@
-// Compact-mode Q/K for the Python module: q = layer_norm(x_in) @ Wq^T + bq (and
-// k) with the frozen ln_1 and in-projection weights of qk_weights.evl, by the
-// same LibTorch calls as the training loader (train/cached_dataset.cpp), so a
-// Python reader gets the Q/K evl_train_head trains on. Kept out of module.cpp
-// so that only this file compiles ATen's headers.
+// ATen for the Python module: fp16/bf16 -> float32 conversion, and compact-mode Q/K: q =
+// layer_norm(x_in) @ Wq^T + bq (and k) with the frozen ln_1 and in-projection weights of
+// qk_weights.evl, by the same LibTorch calls as the training loader (train/cached_dataset.cpp), so
+// a Python reader gets the Q/K evl_train_head trains on. Kept out of module.cpp so that only this
+// file compiles ATen's headers.
 //
 // Letters: T frames, L tokens per frame, C width, M decoder layers.
 #pragma once
@@ -14,6 +14,11 @@
 #include "cache/cache.h"
 
 namespace evl::python {
+
+// n fp16 (bf16 when `bf16`) values at `src` -> float32 at `out`, by ATen's
+// vectorised conversion (the training loader's copy_; both are exact), about
+// twice as fast as cache::to_float32's scalar loop.
+void half_to_float32(const void* src, bool bf16, int64_t n, float* out);
 
 class QKRecompute {
  public:
