@@ -9,13 +9,22 @@
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-# Exported name of each library: evl_cache -> evl::cache.
-set(evl_install_libs
-  evl_common evl_h5 evl_cache evl_scores evl_ensemble
-  evl_view_settings evl_extract_backbone evl_extract_video evl_extract
-  evl_train evl_evaluate)
-set(evl_install_tools
-  evl_extract_bin evl_cache_bin evl_train_head_bin evl_eval_bin evl_predict_bin evl_ensemble_bin)
+# Every static library and tool the stage folders define is installed (found
+# here, so a library added to a stage later is exported without a list to
+# keep up to date). Exported name of each library: evl_cache -> evl::cache.
+set(evl_install_libs)
+set(evl_install_tools)
+foreach(stage common cache extract train evaluate ensemble)
+  get_property(targets DIRECTORY ${PROJECT_SOURCE_DIR}/${stage} PROPERTY BUILDSYSTEM_TARGETS)
+  foreach(t IN LISTS targets)
+    get_target_property(type ${t} TYPE)
+    if(type STREQUAL "STATIC_LIBRARY" AND t MATCHES "^evl_")
+      list(APPEND evl_install_libs ${t})
+    elseif(type STREQUAL "EXECUTABLE" AND t MATCHES "^evl_.*_bin$")
+      list(APPEND evl_install_tools ${t})
+    endif()
+  endforeach()
+endforeach()
 
 set(evl_include_dir ${CMAKE_INSTALL_INCLUDEDIR}/evl)
 foreach(lib IN LISTS evl_install_libs)

@@ -13,6 +13,8 @@
 
 #include <algorithm>
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -65,11 +67,11 @@ class Cache {
  public:
   Cache(const std::string& dir, bool verify_checksums, bool no_readahead)
       : dir_(dir), pid_(getpid()) {
-    cache::CacheReader::Options o;
-    o.verify_checksums = verify_checksums;
-    o.no_readahead = no_readahead;
-    reader_ = std::make_unique<cache::CacheReader>(dir, o);
-    const auto& m = reader_->manifest();
+    options_.verify_checksums = verify_checksums;
+    options_.no_readahead = no_readahead;
+    reader_ = std::make_unique<cache::CacheReader>(dir, options_);
+    manifest_ = reader_->manifest(), keys_ = reader_->keys(), clips_ = reader_->clips();
+    const auto& m = manifest_;
     if (m.storage == cache::StorageMode::kCompact)
       qk_ = std::make_unique<QKRecompute>(cache::load_qk_weights(dir), m.layers, m.backbone.width);
   }
@@ -85,16 +87,41 @@ class Cache {
   Cache& operator=(const Cache&) = delete;
 
   const std::string& dir() const { return dir_; }
-  const cache::Manifest& manifest() const { return reader().manifest(); }
-  int64_t size() const { return reader().size(); }
-  int64_t layers() const { return static_cast<int64_t>(manifest().layers.size()); }
-  const std::vector<std::string>& keys() const { return reader().keys(); }
-  int64_t index_of(const std::string& key) const { return reader().index_of(key); }
-  const std::vector<cache::CacheReader::Clip>& clips() const { return reader().clips(); }
+  // Copies taken at open: valid after close() and in a forked child.
+  const cache::Manifest& manifest() const { return manifest_; }
+  int64_t size() const { return static_cast<int64_t>(keys_.size()); }
+  int64_t layers() const { return static_cast<int64_t>(manifest_.layers.size()); }
+  const std::vector<std::string>& keys() const { return keys_; }
+  int64_t index_of(const std::string& key) const {  // keys are sorted (LMDB's byte order)
+    const auto it = std::lower_bound(keys_.begin(), keys_.end(), key);
+    return it != keys_.end() && *it == key ? it - keys_.begin() : -1;
+  }
+  const std::vector<cache::CacheReader::Clip>& clips() const { return clips_; }
 
   // Closes the LMDB environments now (not when Python collects the object).
+  // Call without the GIL (the lock is taken after releasing it, see get()).
   void close() {
+    std::unique_lock<std::shared_mutex> lock(mu_);
     if (getpid() == pid_) reader_.reset();
+  }
+
+  // cache::verify_cache opens the shards itself, and LMDB must not have an
+  // environment open twice in one process (closing either copy drops the
+  // other's locks): the reader is closed while it runs, then reopened. Call
+  // without the GIL.
+  cache::VerifyReport verify() {
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    (void)reader();
+    reader_.reset();
+    cache::VerifyReport r;
+    try {
+      r = cache::verify_cache(dir_);
+    } catch (...) {
+      reader_ = std::make_unique<cache::CacheReader>(dir_, options_);
+      throw;
+    }
+    reader_ = std::make_unique<cache::CacheReader>(dir_, options_);
+    return r;
   }
 
   int64_t checked_index(int64_t i) const {
@@ -128,6 +155,7 @@ class Cache {
     std::vector<float> x_in(compact ? static_cast<size_t>(block) : 0);
     {
       py::gil_scoped_release release;
+      std::shared_lock<std::shared_mutex> lock(mu_);  // against close() / verify() meanwhile
       reader().with_record_streamed(
           index, [&](const cache::RecordView& v, cache::ChecksumPass& pass) {
             cache::check_record_shape(m, v, "cache '" + dir_ + "': record '" + v.key + "'");
@@ -173,6 +201,11 @@ class Cache {
 
   std::string dir_;
   pid_t pid_;
+  cache::CacheReader::Options options_;
+  cache::Manifest manifest_;
+  std::vector<std::string> keys_;
+  std::vector<cache::CacheReader::Clip> clips_;
+  mutable std::shared_mutex mu_;  // shared: reads; unique: close, verify
   std::unique_ptr<cache::CacheReader> reader_;
   std::unique_ptr<QKRecompute> qk_;
 };
@@ -287,17 +320,17 @@ PYBIND11_MODULE(_evl, m) {
              return out;
            })
       .def("verify",
-           [](const Cache& c) {
+           [](Cache& c) {
              evl::cache::VerifyReport r;
              {
                py::gil_scoped_release release;
-               r = evl::cache::verify_cache(c.dir());
+               r = c.verify();
              }
              py::list bad;
              for (const auto& b : r.bad) bad.append(py::make_tuple(b.shard, b.key, b.reason));
              return py::make_tuple(r.records, bad);
            })
-      .def("close", &Cache::close);
+      .def("close", &Cache::close, py::call_guard<py::gil_scoped_release>());
 
   m.def("read_scores", &read_scores, py::arg("path"));
   m.def("write_scores", &write_scores, py::arg("path"), py::arg("scores"), py::arg("labels"),

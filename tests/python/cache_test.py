@@ -136,7 +136,13 @@ class CacheTest(unittest.TestCase):
         self.assertEqual([cl["video_id"] for cl in clips],
                          [c[cl["records"][0]].video_id for cl in clips])
         self.assertEqual(c.verify(), len(c))
+        self.assertEqual(c[0].key, c.keys()[0])  # verify() reopened the environments
         self.assertIsNone(last.inputs)
+        c.close()
+        self.assertEqual(len(c), len(c.keys()))  # the index stays
+        with self.assertRaises(evl.Error) as e:
+            c[0]
+        self.assertIn("closed", str(e.exception))
 
     def test_missing_cache_is_a_clear_error(self):
         with self.assertRaises(evl.Error) as e:
