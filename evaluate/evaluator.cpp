@@ -124,7 +124,9 @@ EvalReport run_eval(const EvalConfig& cfg) {
   sf.scores = scored.scores;
   sf.kind = score_kind(fuse);
   sf.num_views = views;
-  sf.model = fs::path(cfg.checkpoint).filename().string();
+  // The run's name recorded by evl_train_head, else the checkpoint's file name.
+  sf.model = run_name_from_ini(loaded.config_ini);
+  if (sf.model.empty()) sf.model = fs::path(cfg.checkpoint).filename().string();
   for (const auto& c : clips) {
     sf.video_ids.push_back(c.video_id);
     sf.labels.push_back(c.label);

@@ -28,13 +28,15 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 # The suite, in report order, with the flags of the full run (see each
 # benchmark's opening comment); any other bench_* found in bin/ runs after them
 # with its defaults.
-known=(bench_backbone bench_decode bench_cache bench_extract bench_loader bench_train bench_ensemble)
+known=(bench_backbone bench_decode bench_cache bench_extract bench_loader bench_python bench_train
+  bench_ensemble)
 declare -A full_flags=(
   [bench_backbone]="--batch 8 --threads 2 --iters 3"
   [bench_decode]=""
   [bench_cache]="--records 40 --dir $build/bench/tmp"
   [bench_extract]="--clips 6 --threads 2 --dir $build/bench/tmp"
   [bench_loader]="--records 8 --batch 2 --dir $build/bench/tmp"
+  [bench_python]="--records 8 --dir $build/bench/tmp"
   [bench_train]=""
   [bench_ensemble]=""
 )

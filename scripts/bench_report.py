@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 ORDER = ["bench_backbone", "bench_decode", "bench_cache", "bench_extract", "bench_loader",
-         "bench_train", "bench_ensemble"]
+         "bench_python", "bench_train", "bench_ensemble"]
 
 
 # ----------------------------------------------------------------------------- collect
@@ -517,6 +517,26 @@ def section_loader(d, j):
              "loader", "pread", "loader/pread"], rows)
 
 
+def section_python(d, j):
+    d("`evl.torch.CacheDataset` (the Python package, `python/`) through a torch `DataLoader` "
+      "with 0 and 2 worker processes, against evl's C++ loader (`CachedDataset::load`, 1 "
+      f"LibTorch thread) on the same cache: {j.get('records')} ViT-B/16-shaped records (C 768, "
+      f"14x14 grid, 8 frames, 4 layers), one shuffled pass in batches of {j.get('batch')}, "
+      "checksums verified, page cache warm. GB/s are of stored array bytes. With workers, "
+      "batches also travel to the main process through shared memory (the float32 batch is "
+      "2-4x the stored bytes).", "")
+    rows = []
+    for r in j.get("rows", []):
+        for w in (0, 2):
+            rows.append([r.get("storage"), r.get("dtype"), f"{w} workers",
+                         f"{fmt(r.get('bytes_per_sample', 0) / 1048576)} MiB",
+                         fmt(r.get(f"py{w}_samples_per_s")), f"{fmt(r.get(f'py{w}_gb_s'))} GB/s",
+                         f"{fmt(r.get('cpp_samples_per_s'))} ({fmt(r.get('cpp_gb_s'))} GB/s)",
+                         pct(r.get(f"py{w}_vs_cpp"))])
+    d.table(["storage", "dtype", "DataLoader", "bytes per sample", "samples/s", "GB/s",
+             "C++ loader samples/s", "Python/C++"], rows)
+
+
 def section_ensemble(d, j):
     k400 = " (Kinetics-400 validation size)" if j.get("n") == 19787 else ""
     d(f"{j.get('n')} videos × {j.get('k')} classes{k400}, weight step "
@@ -580,6 +600,7 @@ SECTIONS = [
     ("bench_cache", "Cache read/write and bytes per clip-view", section_cache),
     ("bench_extract", "End-to-end extraction", section_extract),
     ("bench_loader", "Training loader: disk to the float32 batch", section_loader),
+    ("bench_python", "Python: CacheDataset + DataLoader vs the C++ loader", section_python),
     ("bench_train", "Cached vs online training step", section_train),
     ("bench_ensemble", "Ensemble search", section_ensemble),
 ]

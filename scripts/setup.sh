@@ -18,6 +18,10 @@ packages=(
   ffmpeg gnuplot-nox lmdb-utils
   # Python references for the tests (use /usr/bin/python3)
   python3-torch python3-numpy python3-h5py python3-lmdb python3-xxhash python3-av python3-pil
+  # the Python package (python/: pybind11 module; pip install ./python in a venv)
+  pybind11-dev python3-pybind11 python3-dev python3-venv python3-setuptools python3-wheel
+  # the TensorBoard event test decodes with python3-protobuf from a .proto (protoc)
+  python3-protobuf protobuf-compiler
 )
 
 missing=()

@@ -22,6 +22,28 @@ std::string HeadConfig::to_ini() const {
   return os.str();
 }
 
+std::string run_ini(const std::string& name) { return "[run]\nname = " + name + "\n"; }
+
+std::string run_name_from_ini(const std::string& text) {
+  std::istringstream is(text);
+  std::string line, section, name;
+  while (std::getline(is, line)) {
+    const auto b = line.find_first_not_of(" \t\r"), e = line.find_last_not_of(" \t\r");
+    if (b == std::string::npos) continue;
+    line = line.substr(b, e - b + 1);
+    if (line[0] == '[') {
+      section = line.substr(1, line.find(']') - 1);
+    } else if (section == "run" && line.rfind("name", 0) == 0) {
+      const auto eq = line.find('=');
+      if (eq != std::string::npos && line.find_first_not_of(" \t", 4) == eq) {
+        const auto v = line.find_first_not_of(" \t", eq + 1);
+        name = v == std::string::npos ? "" : line.substr(v);
+      }
+    }
+  }
+  return name;
+}
+
 HeadConfig HeadConfig::from_ini(const std::string& text, const std::string& where) {
   HeadConfig cfg;
   std::istringstream is(text);

@@ -34,11 +34,18 @@ struct HeadConfig {
   static HeadConfig from_ini(const std::string& text, const std::string& where);
 };
 
+// The [run] section of a checkpoint's config: "name = <model name>" (what
+// evl_eval writes as the score file's `model`). run_name_from_ini returns ""
+// when the text has none (official checkpoints, evl checkpoints before it).
+std::string run_ini(const std::string& name);
+std::string run_name_from_ini(const std::string& text);
+
 // One training run of evl_train_head (docs/OFFICIAL_EVL.md §6 for the defaults).
 struct TrainConfig {
   std::string cache;      // training cache directory
   std::string val_cache;  // optional validation cache directory
   std::string out;        // run directory
+  std::string name;       // the model's name in score files (empty: out's directory name)
   int64_t steps = 50000;
   int64_t batch_size = 256;  // global batch per optimiser step
   int64_t batch_split = 1;   // micro-batches per step (gradient accumulation)

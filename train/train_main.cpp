@@ -71,6 +71,8 @@ int main(int argc, char** argv) {
   o.add_options()("cache", po::value(&c.cache), "training feature cache directory")(
       "val-cache", po::value(&c.val_cache), "validation feature cache (multi-view top-1/top-5)")(
       "out", po::value(&c.out), "run directory (config.ini, metrics.jsonl, checkpoints)")(
+      "name", po::value(&c.name),
+      "model name in score files and ensemble reports (default: the --out directory's name)")(
       "steps", po::value(&c.steps)->default_value(c.steps), "optimiser steps")(
       "batch-size", po::value(&c.batch_size)->default_value(c.batch_size), "clips per step")(
       "batch-split", po::value(&c.batch_split)->default_value(c.batch_split),

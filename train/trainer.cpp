@@ -19,6 +19,7 @@
 #include "train/lr_schedule.h"
 #include "train/mixed_precision.h"
 #include "train/scoring.h"
+#include "train/tensorboard.h"
 
 namespace fs = std::filesystem;
 
@@ -88,6 +89,23 @@ cache::Manifest used_provenance(const cache::Manifest& m, int64_t layers) {
   if (static_cast<int64_t>(p.layers.size()) > layers)
     p.layers.erase(p.layers.begin(), p.layers.end() - layers);
   return p;
+}
+
+// The model name a run records: --name, else the run directory's own name.
+std::string run_name(const TrainConfig& cfg) {
+  if (!cfg.name.empty()) return cfg.name;
+  fs::path p = fs::weakly_canonical(fs::absolute(cfg.out));
+  if (p.filename().empty()) p = p.parent_path();  // "runs/x/"
+  return p.filename().string();
+}
+
+// best.json's val_top1 (what best.pth scored); throws naming the file.
+double read_best(const std::string& path) {
+  try {
+    return nlohmann::json::parse(read_file(path)).at("val_top1").get<double>();
+  } catch (const nlohmann::json::exception& e) {
+    EVL_THROW(Error, "'", path, "': not the best.json evl_train_head writes (", e.what(), ")");
+  }
 }
 
 }  // namespace
@@ -246,13 +264,22 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
   // augmented (a cache's manifest 'augment'), so a checkpoint says what it saw.
   const std::string data_ini =
       str("[data]\nsource = ", train.where(), "\naugment = ", manifest.augment, "\n");
-  const std::string full_ini = config_ini + "\n" + head_cfg.to_ini() + data_ini;
+  const std::string name = run_name(cfg);
+  const std::string full_ini = config_ini + "\n" + head_cfg.to_ini() + data_ini + run_ini(name);
   write_file_atomic((out / "config.ini").string(), full_ini);
   std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
   CheckpointMeta meta;
   meta.provenance = used_provenance(manifest, layers).to_json();
   meta.test_provenance = val ? used_provenance(val->manifest(), layers).to_json() : meta.provenance;
   meta.total_steps = cfg.steps;
+  EventWriter events(out.string());  // TensorBoard: the scalars of metrics.jsonl
+  // best.pth: the checkpoint of the best validation top-1 so far (best.json says
+  // which step), so a resumed run keeps improving on the same record.
+  const fs::path best = out / "best.pth", best_json = out / "best.json";
+  double best_top1 = -1;
+  if (cfg.resume && fs::exists(best_json) && fs::exists(best))
+    best_top1 = read_best(best_json.string());
+  std::string val_note;  // the latest validation figures, shown on the progress line
 
   TrainSummary summary;
   const int64_t micro = cfg.batch_size / cfg.batch_split;
@@ -296,25 +323,48 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     summary.samples_per_s =
         static_cast<double>((done - start) * cfg.batch_size) / std::max(secs, 1e-9);
-    progress.set_note(str("loss ", loss_sum, " lr ", lr, " ",
-                          static_cast<int64_t>(summary.samples_per_s), " samples/s"));
-    progress.advance();
-
     const bool final_step = done == cfg.steps;
+    const double loss_scale = scaler.enabled() ? scaler.current_scale() : 1.0;
     nlohmann::json line = {{"step", done},
                            {"loss", loss_sum},
                            {"lr", lr},
                            {"samples_per_s", summary.samples_per_s},
+                           {"loss_scale", loss_scale},
                            {"val_top1", nullptr},
                            {"val_top5", nullptr}};
+    std::vector<std::pair<std::string, double>> scalars = {
+        {"train/loss", loss_sum},
+        {"train/lr", lr},
+        {"train/samples_per_s", summary.samples_per_s},
+        {"train/loss_scale", loss_scale}};
     bool write_line = final_step || (cfg.log_every > 0 && done % cfg.log_every == 0);
     if (val && (final_step || (cfg.eval_every > 0 && done % cfg.eval_every == 0))) {
       const auto r = evaluate(head, *val, micro, device);
       summary.val_top1 = r.top1, summary.val_top5 = r.top5;
       line["val_top1"] = r.top1, line["val_top5"] = r.top5;
+      scalars.push_back({"val/top1", r.top1});
+      scalars.push_back({"val/top5", r.top5});
+      val_note =
+          str(" | val top-1 ", 100 * r.top1, "% top-5 ", 100 * r.top5, "% (step ", done, ")");
+      log::info("step ", done, ": val top-1 ", 100 * r.top1, "%, top-5 ", 100 * r.top5, "% on ",
+                r.clips, " clips");
+      if (r.top1 > best_top1) {
+        best_top1 = r.top1;
+        save_training_checkpoint(best.string(), head, opt, done, full_ini, &scaler, meta);
+        write_file_atomic(
+            best_json.string(),
+            nlohmann::json{{"step", done}, {"val_top1", r.top1}, {"val_top5", r.top5}}.dump() +
+                "\n");
+      }
       write_line = true;
     }
-    if (write_line) metrics << line.dump() << "\n" << std::flush;
+    progress.set_note(str("loss ", loss_sum, " lr ", lr, " ",
+                          static_cast<int64_t>(summary.samples_per_s), " samples/s", val_note));
+    progress.advance();
+    if (write_line) {
+      metrics << line.dump() << "\n" << std::flush;
+      events.add_scalars(done, scalars);
+    }
     if (final_step || (cfg.save_every > 0 && done % cfg.save_every == 0)) {
       const auto path = out / ("checkpoint-" + std::to_string(done) + ".pth");
       save_training_checkpoint(path.string(), head, opt, done, full_ini, &scaler, meta);

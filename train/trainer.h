@@ -1,6 +1,9 @@
 // The training loop of evl_train_head over a feature cache: AdamW + per-step
 // cosine (docs/OFFICIAL_EVL.md §6), gradient accumulation over --batch-split micro-
-// batches, periodic evaluation and checkpoints, metrics.jsonl, progress, and
+// batches, periodic evaluation and checkpoints, metrics.jsonl and the same
+// scalars as TensorBoard events (train/tensorboard.h), best.pth (+ best.json)
+// by validation top-1 beside last.pth, the run's model name (--name, else the
+// run directory's name) in the checkpoint's config, progress, and
 // exact resume on CPU (the sampler and dropout RNG are functions of
 // (seed, step), so nothing but parameters and AdamW moments need saving).
 // Mixed precision: train/mixed_precision.h (fp16 autocast + loss scaling on

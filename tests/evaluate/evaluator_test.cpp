@@ -357,7 +357,7 @@ TEST(EvlEvalPredict, MotionVideosEndToEnd) {
   ASSERT_EQ(got.num_videos(), 6);
   ASSERT_EQ(got.num_classes(), 3);
   EXPECT_EQ(got.num_views, 6);
-  EXPECT_EQ(got.model, "last.pth");
+  EXPECT_EQ(got.model, "run");       // the run directory's name, recorded in the checkpoint
   EXPECT_EQ(got.video_ids, videos);  // the cache's ids, in list order
 
   // Brute force: every record alone through the head, softmax, mean per video.

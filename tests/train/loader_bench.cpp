@@ -11,6 +11,13 @@
 // (the loader's speed does not depend on the values); compact caches carry
 // random Q/K weights, from which the loader recomputes Q and K.
 //   bench_loader [--quick] [--records N] [--batch N] [--dir PATH]
+// Two helper modes for the Python loader's benchmark (tests/python/dataset_bench.py),
+// which compares evl.torch.CacheDataset with this loader on one cache:
+//   bench_loader --write-cache DIR --storage qk|compact --dtype D [--records N] [--quick]
+//       writes such a cache (ViT-B/16 shapes) and exits;
+//   bench_loader --time-cache DIR [--batch N] [--threads T]
+//       times CachedDataset::load over every record of DIR in the sampler's
+//       shuffled order (page cache warmed first) and prints BENCH_JSON.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -45,6 +52,7 @@ cache::Manifest vit_b16(StorageMode storage, DType dtype, bool quick) {
   m.frames = 8;
   if (quick) {  // tiny records so that --quick runs in a second
     m.backbone.width = 128;
+    m.backbone.heads = 2;  // a width/heads that splits evenly (the Python loader checks)
     m.backbone.grid = 4;
     m.frames = 2;
   }
@@ -117,12 +125,41 @@ size_t write_cache(const std::string& dir, const cache::Manifest& m, int64_t n) 
   return cache::encode_record(protos[0]).size();
 }
 
+// --time-cache: the loader over an existing cache, one pass in shuffled batches.
+int time_cache(const std::string& dir, int64_t batch, int threads) {
+  const CachedDataset data(dir, 0);
+  torch::set_num_threads(threads);
+  const int64_t steps = std::max<int64_t>(1, data.size() / batch);
+  for (int64_t i = 0; i < data.size(); ++i)
+    data.reader().with_record(i, [](const cache::RecordView&) {});
+  (void)data.load(data.train_batch(0, 0, batch));  // warm: the map, LibTorch's pools
+  const uint64_t before = data.bytes_read();
+  const auto t0 = Clock::now();
+  for (int64_t s = 0; s < steps; ++s) (void)data.load(data.train_batch(0, s, batch));
+  const double secs = seconds_since(t0);
+  const double samples = static_cast<double>(steps * batch);
+  const auto bytes = static_cast<double>(data.bytes_read() - before);
+  const nlohmann::json j = {{"bench", "loader_cache"},
+                            {"cache", dir},
+                            {"threads", threads},
+                            {"batch", batch},
+                            {"samples", samples},
+                            {"seconds", secs},
+                            {"samples_per_s", samples / secs},
+                            {"array_bytes_per_sample", bytes / samples},
+                            {"gb_s", bytes / secs / 1e9}};
+  std::cout << "BENCH_JSON " << j.dump() << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
   bool quick = false;
   int64_t records = 8, batch = 2;
   std::string base = fs::temp_directory_path().string();
+  std::string write_dir, time_dir, storage_name = "qk", dtype_name = "fp16";
+  int time_threads = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string s = argv[i];
     auto next = [&]() -> std::string {
@@ -137,10 +174,29 @@ int main(int argc, char** argv) try {
       batch = std::stoll(next());
     else if (s == "--dir")
       base = next();
+    else if (s == "--write-cache")
+      write_dir = next();
+    else if (s == "--time-cache")
+      time_dir = next();
+    else if (s == "--storage")
+      storage_name = next();
+    else if (s == "--dtype")
+      dtype_name = next();
+    else if (s == "--threads")
+      time_threads = std::stoi(next());
     else {
-      std::cerr << "usage: bench_loader [--quick] [--records N] [--batch N] [--dir PATH]\n";
+      std::cerr << "usage: bench_loader [--quick] [--records N] [--batch N] [--dir PATH]\n"
+                   "       bench_loader --write-cache DIR --storage S --dtype D [--records N]\n"
+                   "       bench_loader --time-cache DIR [--batch N] [--threads T]\n";
       return 2;
     }
+  }
+  if (!time_dir.empty()) return time_cache(time_dir, batch, time_threads);
+  if (!write_dir.empty()) {
+    const auto m =
+        vit_b16(cache::parse_storage_mode(storage_name), cache::parse_dtype(dtype_name), quick);
+    write_cache(write_dir, m, records);
+    return 0;
   }
   if (quick) records = 4;
   const fs::path work = fs::path(base) / ("evl_bench_loader_" + std::to_string(::getpid()));
