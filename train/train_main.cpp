@@ -2,6 +2,7 @@
 // recipe by default: AdamW 4e-4, wd 0.05, cosine per step, batch 256, 50k steps),
 // or with --online on features computed per batch from the videos (decode +
 // frozen backbone, train/online_dataset.h), without a cache.
+#include <csignal>
 #include <iostream>
 #include <memory>
 
@@ -14,6 +15,10 @@
 namespace po = boost::program_options;
 
 namespace {
+
+constexpr int kExitInterrupted = 4;
+
+extern "C" void on_signal(int) { evl::training_stop_flag() = true; }
 
 // The flags of the online mode (OnlineConfig): the lists and backbone, and the
 // view and feature flags of evl_extract (extract/view_settings.h's table).
@@ -118,6 +123,10 @@ int main(int argc, char** argv) {
     po::variables_map vm;
     if (!evl::cli::parse(tool, argc, argv, o, vm)) return evl::cli::kExitOk;
     const std::string ini = evl::cli::to_ini(check_mode(vm, online, online_cfg.enabled));
+    // SIGTERM (a preempted or cancelled batch job) and SIGINT stop after the
+    // current step with a checkpoint; exit 4, as evl_extract.
+    std::signal(SIGTERM, on_signal);
+    std::signal(SIGINT, on_signal);
     evl::TrainSummary s;
     if (online_cfg.enabled) {
       // One backbone for both lists; the views of both are drawn from --seed.
@@ -133,6 +142,11 @@ int main(int argc, char** argv) {
       s = evl::train_head(c, ini, train, val.get());
     } else {
       s = evl::train_head(c, ini);
+    }
+    if (s.interrupted) {
+      std::cerr << "interrupted after step " << s.steps << ": " << s.last_checkpoint
+                << " saved; rerun the same command with --resume to continue\n";
+      return kExitInterrupted;
     }
     std::cout << "done: " << s.steps << " steps, loss " << s.last_loss << ", " << s.samples_per_s
               << " samples/s";

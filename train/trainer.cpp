@@ -365,7 +365,8 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
       metrics << line.dump() << "\n" << std::flush;
       events.add_scalars(done, scalars);
     }
-    if (final_step || (cfg.save_every > 0 && done % cfg.save_every == 0)) {
+    const bool stop = !final_step && training_stop_flag().load();
+    if (final_step || stop || (cfg.save_every > 0 && done % cfg.save_every == 0)) {
       const auto path = out / ("checkpoint-" + std::to_string(done) + ".pth");
       save_training_checkpoint(path.string(), head, opt, done, full_ini, &scaler, meta);
       AtomicFile last_file(last.string());
@@ -374,10 +375,24 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
       last_good = path.string();
       summary.last_checkpoint = path.string();
     }
+    if (stop) {
+      log::info("stopped after step ", done, " of ", cfg.steps, ": saved ", last.string(),
+                "; rerun with --resume to continue");
+      summary.interrupted = true;
+      summary.steps = done;
+      return summary;
+    }
   }
   progress.finish();
   summary.steps = cfg.steps;
   return summary;
 }
+
+namespace {
+// Constant-initialised (no guard), so a signal handler may set it at any time.
+std::atomic<bool> g_stop_training{false};
+}  // namespace
+
+std::atomic<bool>& training_stop_flag() { return g_stop_training; }
 
 }  // namespace evl

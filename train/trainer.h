@@ -10,6 +10,8 @@
 // CUDA as the official recipe; optional bf16 autocast on CPU).
 #pragma once
 
+#include <atomic>
+
 #include <string>
 #include <vector>
 
@@ -25,7 +27,13 @@ struct TrainSummary {
   double val_top1 = -1, val_top5 = -1;  // -1: no validation cache
   double samples_per_s = 0;             // training throughput of this process
   std::string last_checkpoint;
+  bool interrupted = false;  // stopped by training_stop_flag(): last.pth is the step reached
 };
+
+// Set (e.g. by a SIGTERM/SIGINT handler) to stop training after the current
+// step: train_head then saves checkpoint-<step>.pth and last.pth, and returns
+// with `interrupted`, so that --resume continues exactly (a preempted job).
+std::atomic<bool>& training_stop_flag();
 
 struct EvalResult {
   double top1 = 0, top5 = 0;  // fractions over clips with a label

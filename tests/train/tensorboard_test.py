@@ -18,16 +18,19 @@ import glob
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 import h5py
 import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+N = 40  # training steps: long enough to be preempted after step 6
 
 
 def crc32c(data):
@@ -92,14 +95,27 @@ def main():
                   os.path.join(fixture, "cache-qk-int8"), "--batch-size", "4", "--lr", "5e-3",
                   "--heads", "2", "--log-every", "1", "--save-every", "0",
                   "--threads", "2", "--precision", "fp32"]
-        log = run([tool("evl_train_head"), "--out", out, "--steps", "6", "--eval-every", "2",
-                   *common], env)
+        # A run preempted (SIGTERM) after at least 6 of its N steps, then resumed
+        # with the same command plus --resume (a resume must keep --steps).
+        cmd = [tool("evl_train_head"), "--out", out, "--steps", str(N), "--eval-every", "2",
+               *common]
+        first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, env=env)
+        metrics = os.path.join(out, "metrics.jsonl")
+        deadline = time.time() + 300
+        while first.poll() is None and time.time() < deadline:
+            if os.path.exists(metrics) and sum(1 for l in open(metrics) if l.strip()) >= 6:
+                break
+            time.sleep(0.002)
+        first.send_signal(signal.SIGTERM)
+        log, _ = first.communicate(timeout=300)
+        check(first.returncode == 4, f"SIGTERM after step 6 of {N}: exit {first.returncode}, "
+              f"4 expected (a run that finished first cannot test the resume):\n{log}")
         check("val top-1" in log and "top-5" in log, f"no val top-1/top-5 in the output:\n{log}")
-        run([tool("evl_train_head"), "--out", out, "--steps", "8", "--eval-every", "2", "--resume",
-             *common], env)
+        run(cmd + ["--resume"], env)
 
         lines = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if l.strip()]
-        check([l["step"] for l in lines] == list(range(1, 9)), "metrics.jsonl steps 1..8")
+        check([l["step"] for l in lines] == list(range(1, N + 1)), f"metrics.jsonl steps 1..{N}")
         files = sorted(glob.glob(os.path.join(out, "events.out.tfevents.*")))
         check(len(files) == 2, f"one events file per process, got {files}")
         by_step = {}
@@ -111,7 +127,7 @@ def main():
                 check(e.step not in by_step, f"step {e.step} twice")
                 check(abs(e.wall_time - events[0].wall_time) < 3600, "wall_time in seconds")
                 by_step[e.step] = {v.tag: v.simple_value for v in e.summary.value}
-        check(sorted(by_step) == list(range(1, 9)), f"event steps {sorted(by_step)}")
+        check(sorted(by_step) == list(range(1, N + 1)), f"event steps {sorted(by_step)}")
         f32 = lambda v: float(np.float32(v))  # noqa: E731
         for l in lines:
             got = by_step[l["step"]]
@@ -126,7 +142,7 @@ def main():
 
         # best.pth: the first step with the best val top-1
         vals = [(l["val_top1"], -l["step"]) for l in lines if l["val_top1"] is not None]
-        check(len(vals) == 4, "validation at steps 2, 4, 6, 8")
+        check(len(vals) == N // 2, f"validation at steps 2, 4, ..., {N}")
         top1, neg_step = max(vals)
         best = json.load(open(os.path.join(out, "best.json")))
         check((best["step"], best["val_top1"]) == (-neg_step, top1), f"best.json {best}")
