@@ -3,6 +3,7 @@
 
 #include "common/check.h"
 #include "common/progress.h"
+#include "train/distributed.h"
 
 namespace evl {
 
@@ -21,50 +22,55 @@ torch::Tensor fuse_views(const torch::Tensor& logits, FuseMode mode) {
 }
 
 ClipScores score_clips(EvlHead& head, const FeatureSource& data, int64_t batch,
-                       const torch::Device& device, FuseMode mode, Progress* progress) {
+                       const torch::Device& device, FuseMode mode, Progress* progress,
+                       Distributed* dist) {
   EVL_CHECK(batch >= 1, "score_clips: batch must be >= 1, got ", batch);
   torch::NoGradGuard no_grad;
   head->eval();
   const auto& clips = data.clips();
-  // (clip position, item) in clip order; a clip's logits are fused once its
-  // last view has been scored.
+  // (clip position, item) in clip order, cut into forward batches of `batch`
+  // items (batches span clips).
   std::vector<std::pair<size_t, int64_t>> order;
   for (size_t c = 0; c < clips.size(); ++c)
     for (const int64_t item : clips[c].items) order.emplace_back(c, item);
+  const int64_t n = static_cast<int64_t>(order.size());
+  const int64_t classes = head->config().num_classes;
   ClipScores out;
-  std::vector<torch::Tensor> pending;  // (1, K) logits of the current clip's views
-  size_t current = 0;
-  int64_t label = -1;
-  auto flush = [&] {
-    const auto fused = fuse_views(torch::cat(pending, 0), mode);
-    out.scores.insert(out.scores.end(), fused.data_ptr<float>(),
-                      fused.data_ptr<float>() + fused.numel());
-    out.labels.push_back(label);
-    out.clip_index.push_back(clips[current].clip_index);
-    out.views.push_back(static_cast<int64_t>(pending.size()));
-    pending.clear();
-  };
-  for (size_t start = 0; start < order.size(); start += static_cast<size_t>(batch)) {
-    const size_t end = std::min(order.size(), start + static_cast<size_t>(batch));
+  out.num_classes = classes;
+  auto logits = torch::zeros({n, classes}, torch::kFloat);
+  auto labels = torch::zeros({n}, torch::kInt64);  // label + 1 (0: unknown or not this rank's)
+  const int64_t rank = dist ? dist->rank() : 0, world = dist ? dist->world_size() : 1;
+  for (int64_t start = 0, index = 0; start < n; start += batch, ++index) {
+    if (index % world != rank) continue;
+    const int64_t end = std::min(n, start + batch);
     std::vector<int64_t> items;
-    for (size_t i = start; i < end; ++i) items.push_back(order[i].second);
+    for (int64_t i = start; i < end; ++i) items.push_back(order[static_cast<size_t>(i)].second);
     FeatureBatch b = data.load(items);
     to_device(b, device);
-    const auto logits = head->forward(b.x, b.q, b.k).to(torch::kCPU, torch::kFloat);
-    EVL_CHECK(torch::isfinite(logits).all().item<bool>(), "non-finite logits for ", data.where(),
+    const auto part = head->forward(b.x, b.q, b.k).to(torch::kCPU, torch::kFloat);
+    EVL_CHECK(torch::isfinite(part).all().item<bool>(), "non-finite logits for ", data.where(),
               " items ", data.item_name(items.front()), " .. ", data.item_name(items.back()));
-    out.num_classes = logits.size(1);
-    for (size_t i = start; i < end; ++i) {
-      if (order[i].first != current) {
-        flush();
-        current = order[i].first;
-      }
-      label = b.labels[static_cast<int64_t>(i - start)].item<int64_t>();
-      pending.push_back(logits[static_cast<int64_t>(i - start)].unsqueeze(0));
-    }
-    if (progress) progress->advance(static_cast<int64_t>(end - start));
+    EVL_CHECK(part.size(1) == classes, "score_clips: the head gives ", part.size(1),
+              " logits, its config says ", classes);
+    logits.narrow(0, start, end - start).copy_(part);
+    labels.narrow(0, start, end - start).copy_(b.labels.to(torch::kInt64) + 1);
+    if (progress) progress->advance(end - start);
   }
-  if (!pending.empty()) flush();
+  if (dist) dist->sum({logits, labels}, "validation");
+  // Fuse each clip's adjacent views.
+  const auto label_of = labels.accessor<int64_t, 1>();
+  for (int64_t i = 0; i < n;) {
+    const size_t clip = order[static_cast<size_t>(i)].first;
+    int64_t j = i;
+    while (j < n && order[static_cast<size_t>(j)].first == clip) ++j;
+    const auto fused = fuse_views(logits.narrow(0, i, j - i), mode);
+    out.scores.insert(out.scores.end(), fused.data_ptr<float>(),
+                      fused.data_ptr<float>() + fused.numel());
+    out.labels.push_back(label_of[j - 1] - 1);
+    out.clip_index.push_back(clips[clip].clip_index);
+    out.views.push_back(j - i);
+    i = j;
+  }
   return out;
 }
 

@@ -19,6 +19,7 @@
 namespace evl {
 
 class Progress;
+class Distributed;
 
 // How the views of one clip are combined.
 //   kProbabilities: mean over views of softmax(logits) (the official rule)
@@ -47,7 +48,12 @@ struct ClipScores {
 // clips), and fuses each clip's views. Advances `progress` (may be null) per
 // item. Throws evl::Error naming the source and the items for non-finite
 // logits.
+// With `dist` (data-parallel training, train/distributed.h), rank r runs the
+// forward batches r, r + W, ... of that same sequence and the per-view logits
+// are summed over ranks into zeros (exact), so every rank fuses the very
+// logits a single process computes: the same numbers, sharded.
 ClipScores score_clips(EvlHead& head, const FeatureSource& data, int64_t batch,
-                       const torch::Device& device, FuseMode mode, Progress* progress = nullptr);
+                       const torch::Device& device, FuseMode mode, Progress* progress = nullptr,
+                       Distributed* dist = nullptr);
 
 }  // namespace evl

@@ -3,6 +3,7 @@
 // or with --online on features computed per batch from the videos (decode +
 // frozen backbone, train/online_dataset.h), without a cache.
 #include <csignal>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 
@@ -34,6 +35,22 @@ po::options_description online_options(evl::OnlineConfig& c) {
       "replay the --train-views K views of each clip as a cache holds them (default: a fresh "
       "view of every clip in every epoch, as the official loader)");
   evl::add_view_flags(o, o, c.views, evl::ViewTool::kOnline);
+  return o;
+}
+
+// Data-parallel training (train/distributed.h): where this rank stands, when
+// the environment (torchrun's or srun's variables) does not say or is overridden.
+po::options_description distributed_options(evl::DistFlags& d) {
+  po::options_description o(
+      "distributed (the same command on every rank; default: torchrun's RANK/WORLD_SIZE/"
+      "LOCAL_RANK/MASTER_ADDR/MASTER_PORT, else srun's SLURM_* variables, else one process)");
+  o.add_options()("rank", po::value(&d.rank), "this process's rank")(
+      "world-size", po::value(&d.world_size), "number of ranks")(
+      "local-rank", po::value(&d.local_rank), "rank on this node (--device cuda: cuda:LOCAL_RANK)")(
+      "master-addr", po::value(&d.master_addr), "host of rank 0 (the rendezvous store)")(
+      "master-port", po::value(&d.master_port), "port of the rendezvous store")(
+      "dist-timeout", po::value(&d.timeout_s)->default_value(d.timeout_s),
+      "seconds to wait for a rank (rendezvous, each collective) before failing and naming it");
   return o;
 }
 
@@ -72,6 +89,7 @@ int main(int argc, char** argv) {
       "--out RUN_DIR [options]"};
   evl::TrainConfig c;
   evl::OnlineConfig online_cfg;
+  evl::DistFlags dist_flags;
   po::options_description o("options");
   o.add_options()("cache", po::value(&c.cache), "training feature cache directory")(
       "val-cache", po::value(&c.val_cache), "validation feature cache (multi-view top-1/top-5)")(
@@ -119,10 +137,18 @@ int main(int argc, char** argv) {
       "threads", po::value(&c.threads)->default_value(c.threads), "torch threads (0: default)");
   const auto online = online_options(online_cfg);
   o.add(online);
+  const auto distributed = distributed_options(dist_flags);
+  o.add(distributed);
   return evl::cli::run(tool, [&] {
     po::variables_map vm;
     if (!evl::cli::parse(tool, argc, argv, o, vm)) return evl::cli::kExitOk;
-    const std::string ini = evl::cli::to_ini(check_mode(vm, online, online_cfg.enabled));
+    // The recorded configuration holds no per-rank flags: it is what every rank
+    // must agree on, and what a resume with another world size repeats.
+    auto recorded = check_mode(vm, online, online_cfg.enabled);
+    for (const auto& option : distributed.options()) recorded.erase(option->long_name());
+    const std::string ini = evl::cli::to_ini(recorded);
+    const evl::DistEnv dist = evl::resolve_dist_env(
+        dist_flags, [](const char* name) { return static_cast<const char*>(std::getenv(name)); });
     // SIGTERM (a preempted or cancelled batch job) and SIGINT stop after the
     // current step with a checkpoint; exit 4, as evl_extract.
     std::signal(SIGTERM, on_signal);
@@ -139,15 +165,16 @@ int main(int argc, char** argv) {
         val = std::make_unique<evl::OnlineDataset>(online_cfg, online_cfg.val_list,
                                                    evl::OnlineDataset::Views::kTest, c.seed,
                                                    c.decoder_layers, backbone);
-      s = evl::train_head(c, ini, train, val.get());
+      s = evl::train_head(c, ini, train, val.get(), dist);
     } else {
-      s = evl::train_head(c, ini);
+      s = evl::train_head(c, ini, dist);
     }
     if (s.interrupted) {
       std::cerr << "interrupted after step " << s.steps << ": " << s.last_checkpoint
                 << " saved; rerun the same command with --resume to continue\n";
       return kExitInterrupted;
     }
+    if (dist.rank != 0) return evl::cli::kExitOk;  // rank 0 reports the run
     std::cout << "done: " << s.steps << " steps, loss " << s.last_loss << ", " << s.samples_per_s
               << " samples/s";
     if (s.val_top1 >= 0) std::cout << ", val top-1 " << s.val_top1 << " top-5 " << s.val_top5;

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "common/atomic_file.h"
 #include "common/check.h"
@@ -47,8 +48,9 @@ HeadConfig head_config_for(const TrainConfig& cfg, const cache::Manifest& manife
 }
 
 EvalResult evaluate(EvlHead& head, const FeatureSource& data, int64_t batch,
-                    const torch::Device& device) {
-  const ClipScores scores = score_clips(head, data, batch, device, FuseMode::kProbabilities);
+                    const torch::Device& device, Distributed* dist) {
+  const ClipScores scores =
+      score_clips(head, data, batch, device, FuseMode::kProbabilities, nullptr, dist);
   const Metrics m =
       compute_metrics(scores.scores.data(), scores.num_clips(), scores.num_classes, scores.labels);
   EvalResult out;
@@ -142,16 +144,31 @@ void check_recorded_provenance(const std::string& recorded_json, const cache::Ma
       feature_fields());
 }
 
-TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini) {
+TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
+                        const DistEnv& dist) {
   EVL_CHECK_USAGE(!cfg.cache.empty() && !cfg.out.empty(), "--cache and --out are required");
   CachedDataset train(cfg.cache, cfg.decoder_layers);
   std::unique_ptr<CachedDataset> val;
   if (!cfg.val_cache.empty()) val = std::make_unique<CachedDataset>(cfg.val_cache, train.layers());
-  return train_head(cfg, config_ini, train, val.get());
+  return train_head(cfg, config_ini, train, val.get(), dist);
 }
 
+namespace {
+
+// The parameters' gradients that autograd produced (the same set on every
+// rank: the graph is the same), for the allreduce.
+std::vector<torch::Tensor> defined_grads(EvlHead& head) {
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : head->parameters())
+    if (p.grad().defined()) grads.push_back(p.grad());
+  return grads;
+}
+
+}  // namespace
+
 TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
-                        const FeatureSource& train, const FeatureSource* val) {
+                        const FeatureSource& train, const FeatureSource* val,
+                        const DistEnv& dist_env) {
   EVL_CHECK_USAGE(!cfg.out.empty(), "--out is required");
   EVL_CHECK_USAGE(cfg.steps > 0 && cfg.batch_size > 0 && cfg.batch_split > 0 &&
                       cfg.batch_size % cfg.batch_split == 0,
@@ -185,8 +202,17 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
                   "--decoder-layers must be in [0, 1024], got ", cfg.decoder_layers);
   EVL_CHECK_USAGE(cfg.threads >= 0 && cfg.threads <= 4096, "--threads must be in [0, 4096], got ",
                   cfg.threads);
+  const int world = dist_env.world_size, rank = dist_env.rank;
+  EVL_CHECK_USAGE(cfg.batch_size % (int64_t(world) * cfg.batch_split) == 0, "--batch-size (",
+                  cfg.batch_size, ") must be a multiple of the world size (", world,
+                  " ranks) times --batch-split (", cfg.batch_split,
+                  "): each rank takes an equal share of the global batch");
   if (cfg.threads > 0) torch::set_num_threads(static_cast<int>(cfg.threads));
-  const torch::Device device(cfg.device);
+  // One process per GPU: a plain --device cuda is rank's cuda:LOCAL_RANK.
+  const torch::Device device =
+      (dist_env.distributed() && cfg.device == "cuda")
+          ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(dist_env.local_rank))
+          : torch::Device(cfg.device);
   EVL_CHECK_USAGE(!device.is_cuda() || torch::cuda::is_available(), "--device ", cfg.device,
                   ": this LibTorch has no CUDA device available");
   const Precision precision =
@@ -212,180 +238,256 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
          "backbone.input_size", "layers", "frames", "stride", "sampling", "mean", "std"});
   }
 
-  const auto head_cfg = head_config_for(cfg, manifest, layers, classes);
-  torch::manual_seed(rng::step_seed(cfg.seed, -1));  // initial weights are a function of --seed
-  EvlHead head(head_cfg);
-  head->to(device);
-  // Param groups: [0] everything scaled by --init-lr-scale (1: the plain
-  // recipe), [1] the classifier at the base LR and weight decay.
-  std::vector<torch::Tensor> body, classifier;
-  for (const auto& item : head->named_parameters(true))
-    (is_classifier(item.key()) ? classifier : body).push_back(item.value());
-  const double scale = cfg.init_lr_scale;
-  torch::optim::AdamW opt(
-      std::vector<torch::optim::OptimizerParamGroup>{
-          {body,
-           std::make_unique<torch::optim::AdamWOptions>(
-               torch::optim::AdamWOptions(cfg.lr * scale).weight_decay(cfg.weight_decay * scale))},
-          {classifier, std::make_unique<torch::optim::AdamWOptions>(
-                           torch::optim::AdamWOptions(cfg.lr).weight_decay(cfg.weight_decay))}},
-      torch::optim::AdamWOptions(cfg.lr).weight_decay(cfg.weight_decay));
-  GradScaler scaler(precision == Precision::kFp16);
+  // The rendezvous: every rank runs the same configuration (config_ini holds
+  // no per-rank flags), checked before any rank writes or trains.
+  std::unique_ptr<Distributed> dist;
+  if (dist_env.distributed()) dist = std::make_unique<Distributed>(dist_env, config_ini, device);
+  const bool writer = rank == 0;  // rank 0 alone writes the run directory
+  try {
+    const auto head_cfg = head_config_for(cfg, manifest, layers, classes);
+    torch::manual_seed(rng::step_seed(cfg.seed, -1));  // initial weights are a function of --seed
+    EvlHead head(head_cfg);
+    head->to(device);
+    // Param groups: [0] everything scaled by --init-lr-scale (1: the plain
+    // recipe), [1] the classifier at the base LR and weight decay.
+    std::vector<torch::Tensor> body, classifier;
+    for (const auto& item : head->named_parameters(true))
+      (is_classifier(item.key()) ? classifier : body).push_back(item.value());
+    const double scale = cfg.init_lr_scale;
+    torch::optim::AdamW opt(
+        std::vector<torch::optim::OptimizerParamGroup>{
+            {body, std::make_unique<torch::optim::AdamWOptions>(
+                       torch::optim::AdamWOptions(cfg.lr * scale)
+                           .weight_decay(cfg.weight_decay * scale))},
+            {classifier, std::make_unique<torch::optim::AdamWOptions>(
+                             torch::optim::AdamWOptions(cfg.lr).weight_decay(cfg.weight_decay))}},
+        torch::optim::AdamWOptions(cfg.lr).weight_decay(cfg.weight_decay));
+    GradScaler scaler(precision == Precision::kFp16);
 
-  const fs::path out(cfg.out), last = out / "last.pth";
-  fs::create_directories(out);
-  int64_t start = 0;
-  std::string last_good;
-  if (cfg.resume) {
-    EVL_CHECK_USAGE(fs::exists(last), "--resume: '", last.string(), "' does not exist");
-    CheckpointMeta recorded;
-    start = load_training_checkpoint(last.string(), head, opt, &scaler, &recorded);
-    check_recorded_provenance(recorded.provenance, manifest, layers, last.string(), train.where());
-    EVL_CHECK_USAGE(recorded.total_steps == 0 || recorded.total_steps == cfg.steps, "--steps ",
-                    cfg.steps, " differs from the resumed run's ", recorded.total_steps,
-                    " (its cosine schedule has that length): resume with --steps ",
-                    recorded.total_steps, ", or start a new --out with --init ", last.string());
-    EVL_CHECK_USAGE(start <= cfg.steps, "--resume: '", last.string(), "' is at step ", start,
-                    ", past --steps ", cfg.steps);
-    last_good = last.string();
-    // A requeued batch job repeats its command line: --init only seeds a new run.
-    log::info("resuming '", cfg.out, "' at step ", start,
-              cfg.init.empty() ? "" : " (--init is ignored: the run already holds its weights)");
-  } else {
-    EVL_CHECK_USAGE(
-        !fs::exists(last), "run directory '", cfg.out,
-        "' already holds last.pth: pass --resume to continue it, or choose another --out");
-    if (!cfg.init.empty()) {
-      init_from_checkpoint(head, cfg.init);
-      log::info("initialised from '", cfg.init, "'");
+    const fs::path out(cfg.out), last = out / "last.pth";
+    if (writer) fs::create_directories(out);
+    int64_t start = 0;
+    std::string last_good;
+    if (cfg.resume) {
+      EVL_CHECK_USAGE(fs::exists(last), "--resume: '", last.string(), "' does not exist");
+      CheckpointMeta recorded;
+      start = load_training_checkpoint(last.string(), head, opt, &scaler, &recorded);
+      check_recorded_provenance(recorded.provenance, manifest, layers, last.string(),
+                                train.where());
+      EVL_CHECK_USAGE(recorded.total_steps == 0 || recorded.total_steps == cfg.steps, "--steps ",
+                      cfg.steps, " differs from the resumed run's ", recorded.total_steps,
+                      " (its cosine schedule has that length): resume with --steps ",
+                      recorded.total_steps, ", or start a new --out with --init ", last.string());
+      EVL_CHECK_USAGE(start <= cfg.steps, "--resume: '", last.string(), "' is at step ", start,
+                      ", past --steps ", cfg.steps);
+      last_good = last.string();
+      // A requeued batch job repeats its command line: --init only seeds a new run.
+      log::info("resuming '", cfg.out, "' at step ", start,
+                cfg.init.empty() ? "" : " (--init is ignored: the run already holds its weights)");
+    } else {
+      EVL_CHECK_USAGE(
+          !fs::exists(last), "run directory '", cfg.out,
+          "' already holds last.pth: pass --resume to continue it, or choose another --out");
+      if (!cfg.init.empty()) {
+        init_from_checkpoint(head, cfg.init);
+        log::info("initialised from '", cfg.init, "'");
+      }
     }
-  }
-  // [data]: where the training features came from and how their views were
-  // augmented (a cache's manifest 'augment'), so a checkpoint says what it saw.
-  const std::string data_ini =
-      str("[data]\nsource = ", train.where(), "\naugment = ", manifest.augment, "\n");
-  const std::string name = run_name(cfg);
-  const std::string full_ini = config_ini + "\n" + head_cfg.to_ini() + data_ini + run_ini(name);
-  write_file_atomic((out / "config.ini").string(), full_ini);
-  std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
-  CheckpointMeta meta;
-  meta.provenance = used_provenance(manifest, layers).to_json();
-  meta.test_provenance = val ? used_provenance(val->manifest(), layers).to_json() : meta.provenance;
-  meta.total_steps = cfg.steps;
-  EventWriter events(out.string());  // TensorBoard: the scalars of metrics.jsonl
-  // best.pth: the checkpoint of the best validation top-1 so far (best.json says
-  // which step), so a resumed run keeps improving on the same record.
-  const fs::path best = out / "best.pth", best_json = out / "best.json";
-  double best_top1 = -1;
-  if (cfg.resume && fs::exists(best_json) && fs::exists(best))
-    best_top1 = read_best(best_json.string());
-  std::string val_note;  // the latest validation figures, shown on the progress line
+    // [data]: where the training features came from and how their views were
+    // augmented (a cache's manifest 'augment'), so a checkpoint says what it saw.
+    const std::string data_ini =
+        str("[data]\nsource = ", train.where(), "\naugment = ", manifest.augment, "\n");
+    const std::string name = run_name(cfg);
+    const std::string full_ini = config_ini + "\n" + head_cfg.to_ini() + data_ini + run_ini(name);
+    // Every rank starts from rank 0's parameters (the same seed gives the same
+    // ones; a resumed run's ranks read the same last.pth), checked bit for bit.
+    if (dist) {
+      dist->broadcast_from_root(head->parameters(), "the initial parameters");
+      dist->check_identical(head->parameters(), "the initial parameters");
+    }
+    if (writer) write_file_atomic((out / "config.ini").string(), full_ini);
+    std::ofstream metrics;
+    if (writer) metrics.open(out / "metrics.jsonl", std::ios::app);
+    CheckpointMeta meta;
+    meta.provenance = used_provenance(manifest, layers).to_json();
+    meta.test_provenance =
+        val ? used_provenance(val->manifest(), layers).to_json() : meta.provenance;
+    meta.total_steps = cfg.steps;
+    std::unique_ptr<EventWriter> events;  // TensorBoard: the scalars of metrics.jsonl
+    if (writer) events = std::make_unique<EventWriter>(out.string());
+    // best.pth: the checkpoint of the best validation top-1 so far (best.json says
+    // which step), so a resumed run keeps improving on the same record.
+    const fs::path best = out / "best.pth", best_json = out / "best.json";
+    double best_top1 = -1;
+    if (cfg.resume && fs::exists(best_json) && fs::exists(best))
+      best_top1 = read_best(best_json.string());
+    std::string val_note;  // the latest validation figures, shown on the progress line
 
-  TrainSummary summary;
-  const int64_t micro = cfg.batch_size / cfg.batch_split;
-  Progress progress("train", cfg.steps - start, "steps");
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t step = start; step < cfg.steps; ++step) {
-    const double lr = lr_at_step(cfg.lr, step, cfg.steps, cfg.warmup_steps);
-    auto& groups = opt.param_groups();
-    static_cast<torch::optim::AdamWOptions&>(groups[0].options()).lr(lr * scale);
-    static_cast<torch::optim::AdamWOptions&>(groups[1].options()).lr(lr);
-    torch::manual_seed(rng::step_seed(cfg.seed, step));
-    head->train();
-    opt.zero_grad();
-    const auto indices = train.train_batch(cfg.seed, step, cfg.batch_size);
-    double loss_sum = 0;
-    for (int64_t s = 0; s < cfg.batch_split; ++s) {
-      auto b = train.load(
-          std::vector<int64_t>(indices.begin() + s * micro, indices.begin() + (s + 1) * micro));
-      EVL_CHECK(b.labels.min().item<int64_t>() >= 0, train.where(),
-                ": a training item has no label");
-      to_device(b, device);
-      torch::Tensor logits;
-      {
-        AutocastGuard autocast(precision, device);
-        logits = head->forward(b.x, b.q, b.k);
+    TrainSummary summary;
+    // This rank's share of the global batch, and its micro-batches.
+    const int64_t share = cfg.batch_size / world, micro = share / cfg.batch_split;
+    std::unique_ptr<Progress> progress;
+    if (writer) progress = std::make_unique<Progress>("train", cfg.steps - start, "steps");
+    // The next step's first micro-batch, read while the allreduce runs.
+    std::optional<FeatureBatch> prefetched;
+    auto micro_items = [&](const std::vector<int64_t>& global, int64_t s) {
+      const auto first = global.begin() + rank * share + s * micro;
+      return std::vector<int64_t>(first, first + micro);
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t step = start; step < cfg.steps; ++step) {
+      const double lr = lr_at_step(cfg.lr, step, cfg.steps, cfg.warmup_steps);
+      auto& groups = opt.param_groups();
+      static_cast<torch::optim::AdamWOptions&>(groups[0].options()).lr(lr * scale);
+      static_cast<torch::optim::AdamWOptions&>(groups[1].options()).lr(lr);
+      // Dropout: one stream per rank (rank 0's is the single-process one).
+      torch::manual_seed(rng::step_seed(cfg.seed, step) + static_cast<uint64_t>(rank));
+      head->train();
+      opt.zero_grad();
+      if (dist) dist->set_step(step);
+      const auto indices = train.train_batch(cfg.seed, step, cfg.batch_size);
+      double loss_sum = 0;
+      for (int64_t s = 0; s < cfg.batch_split; ++s) {
+        FeatureBatch b;
+        if (s == 0 && prefetched) {
+          b = std::move(*prefetched);
+          prefetched.reset();
+        } else {
+          b = train.load(micro_items(indices, s));
+        }
+        EVL_CHECK(b.labels.min().item<int64_t>() >= 0, train.where(),
+                  ": a training item has no label");
+        to_device(b, device);
+        torch::Tensor logits;
+        {
+          AutocastGuard autocast(precision, device);
+          logits = head->forward(b.x, b.q, b.k);
+        }
+        auto loss =
+            torch::cross_entropy_loss(logits.to(torch::kFloat), b.labels) / double(cfg.batch_split);
+        scaler.scale(loss).backward();
+        loss_sum += loss.item<double>();
       }
-      auto loss =
-          torch::cross_entropy_loss(logits.to(torch::kFloat), b.labels) / double(cfg.batch_split);
-      scaler.scale(loss).backward();
-      loss_sum += loss.item<double>();
-    }
-    EVL_CHECK(std::isfinite(loss_sum), "non-finite loss (", loss_sum, ") at step ", step,
-              "; training stopped. Last good checkpoint: ",
-              last_good.empty() ? std::string("none (nothing saved yet)") : last_good);
-    if (!scaler.step(opt))
-      log::info("step ", step, ": gradient overflow at loss scale ", scaler.current_scale() * 2,
-                ", step skipped");
-    const int64_t done = step + 1;
-    summary.last_loss = loss_sum;
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    summary.samples_per_s =
-        static_cast<double>((done - start) * cfg.batch_size) / std::max(secs, 1e-9);
-    const bool final_step = done == cfg.steps;
-    const double loss_scale = scaler.enabled() ? scaler.current_scale() : 1.0;
-    nlohmann::json line = {{"step", done},
-                           {"loss", loss_sum},
-                           {"lr", lr},
-                           {"samples_per_s", summary.samples_per_s},
-                           {"loss_scale", loss_scale},
-                           {"val_top1", nullptr},
-                           {"val_top5", nullptr}};
-    std::vector<std::pair<std::string, double>> scalars = {
-        {"train/loss", loss_sum},
-        {"train/lr", lr},
-        {"train/samples_per_s", summary.samples_per_s},
-        {"train/loss_scale", loss_scale}};
-    bool write_line = final_step || (cfg.log_every > 0 && done % cfg.log_every == 0);
-    if (val && (final_step || (cfg.eval_every > 0 && done % cfg.eval_every == 0))) {
-      const auto r = evaluate(head, *val, micro, device);
-      summary.val_top1 = r.top1, summary.val_top5 = r.top5;
-      line["val_top1"] = r.top1, line["val_top5"] = r.top5;
-      scalars.push_back({"val/top1", r.top1});
-      scalars.push_back({"val/top5", r.top5});
-      val_note =
-          str(" | val top-1 ", 100 * r.top1, "% top-5 ", 100 * r.top5, "% (step ", done, ")");
-      log::info("step ", done, ": val top-1 ", 100 * r.top1, "%, top-5 ", 100 * r.top5, "% on ",
-                r.clips, " clips");
-      if (r.top1 > best_top1) {
-        best_top1 = r.top1;
-        save_training_checkpoint(best.string(), head, opt, done, full_ini, &scaler, meta);
-        write_file_atomic(
-            best_json.string(),
-            nlohmann::json{{"step", done}, {"val_top1", r.top1}, {"val_top5", r.top5}}.dump() +
-                "\n");
+      bool stop_requested = training_stop_flag().load();
+      if (dist) {
+        // Sum the gradients (and each rank's loss and stop request) over ranks;
+        // meanwhile read this rank's first micro-batch of the next step.
+        auto grads = defined_grads(head);
+        auto extra = torch::tensor({loss_sum, stop_requested ? 1.0 : 0.0}, torch::kDouble);
+        grads.push_back(extra);
+        auto pending =
+            dist->start_sum(grads, "the gradient allreduce of step " + std::to_string(step));
+        if (step + 1 < cfg.steps)
+          prefetched =
+              train.load(micro_items(train.train_batch(cfg.seed, step + 1, cfg.batch_size), 0));
+        pending.wait();
+        grads.pop_back();
+        for (auto& g : grads) g.div_(static_cast<double>(world));
+        loss_sum = extra[0].item<double>() / world;
+        stop_requested = extra[1].item<double>() > 0;
       }
-      write_line = true;
+      // The L2 norm of the step's gradient of the mean loss (unscaled): the same
+      // figure for one process and for W ranks (whose gradients are averaged).
+      std::vector<torch::Tensor> norms;
+      for (const auto& g : defined_grads(head)) norms.push_back(g.norm().to(torch::kDouble));
+      const double grad_norm =
+          (norms.empty() ? 0.0 : torch::stack(norms).pow(2).sum().sqrt().item<double>()) /
+          (scaler.enabled() ? scaler.current_scale() : 1.0);
+      EVL_CHECK(std::isfinite(loss_sum), "non-finite loss (", loss_sum, ") at step ", step,
+                "; training stopped. Last good checkpoint: ",
+                last_good.empty() ? std::string("none (nothing saved yet)") : last_good);
+      if (!scaler.step(opt))
+        log::info("step ", step, ": gradient overflow at loss scale ", scaler.current_scale() * 2,
+                  ", step skipped");
+      const int64_t done = step + 1;
+      summary.last_loss = loss_sum;
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      summary.samples_per_s =
+          static_cast<double>((done - start) * cfg.batch_size) / std::max(secs, 1e-9);
+      const bool final_step = done == cfg.steps;
+      const double loss_scale = scaler.enabled() ? scaler.current_scale() : 1.0;
+      nlohmann::json line = {{"step", done},
+                             {"loss", loss_sum},
+                             {"grad_norm", grad_norm},
+                             {"lr", lr},
+                             {"samples_per_s", summary.samples_per_s},
+                             {"loss_scale", loss_scale},
+                             {"val_top1", nullptr},
+                             {"val_top5", nullptr}};
+      std::vector<std::pair<std::string, double>> scalars = {
+          {"train/loss", loss_sum},
+          {"train/grad_norm", grad_norm},
+          {"train/lr", lr},
+          {"train/samples_per_s", summary.samples_per_s},
+          {"train/loss_scale", loss_scale}};
+      bool write_line = final_step || (cfg.log_every > 0 && done % cfg.log_every == 0);
+      if (val && (final_step || (cfg.eval_every > 0 && done % cfg.eval_every == 0))) {
+        const auto r = evaluate(head, *val, micro, device, dist.get());
+        summary.val_top1 = r.top1, summary.val_top5 = r.top5;
+        line["val_top1"] = r.top1, line["val_top5"] = r.top5;
+        scalars.push_back({"val/top1", r.top1});
+        scalars.push_back({"val/top5", r.top5});
+        val_note =
+            str(" | val top-1 ", 100 * r.top1, "% top-5 ", 100 * r.top5, "% (step ", done, ")");
+        if (writer)
+          log::info("step ", done, ": val top-1 ", 100 * r.top1, "%, top-5 ", 100 * r.top5, "% on ",
+                    r.clips, " clips");
+        if (r.top1 > best_top1 && writer) {
+          best_top1 = r.top1;
+          save_training_checkpoint(best.string(), head, opt, done, full_ini, &scaler, meta);
+          write_file_atomic(
+              best_json.string(),
+              nlohmann::json{{"step", done}, {"val_top1", r.top1}, {"val_top5", r.top5}}.dump() +
+                  "\n");
+        }
+        write_line = true;
+      }
+      if (progress) {
+        progress->set_note(str("loss ", loss_sum, " lr ", lr, " ",
+                               static_cast<int64_t>(summary.samples_per_s), " samples/s",
+                               val_note));
+        progress->advance();
+      }
+      if (write_line && writer) {
+        metrics << line.dump() << "\n" << std::flush;
+        events->add_scalars(done, scalars);
+      }
+      const bool stop = !final_step && stop_requested;
+      if (final_step || stop || (cfg.save_every > 0 && done % cfg.save_every == 0)) {
+        const auto path = out / ("checkpoint-" + std::to_string(done) + ".pth");
+        if (dist)
+          dist->check_identical(head->parameters(),
+                                "the parameters after step " + std::to_string(done));
+        if (writer) {
+          save_training_checkpoint(path.string(), head, opt, done, full_ini, &scaler, meta);
+          AtomicFile last_file(last.string());
+          fs::copy_file(path, last_file.temp_path(), fs::copy_options::overwrite_existing);
+          last_file.commit();
+        }
+        last_good = path.string();
+        summary.last_checkpoint = path.string();
+      }
+      if (stop) {
+        if (writer)
+          log::info("stopped after step ", done, " of ", cfg.steps, ": saved ", last.string(),
+                    "; rerun with --resume to continue");
+        summary.interrupted = true;
+        summary.steps = done;
+        if (dist) dist->finish();
+        return summary;
+      }
     }
-    progress.set_note(str("loss ", loss_sum, " lr ", lr, " ",
-                          static_cast<int64_t>(summary.samples_per_s), " samples/s", val_note));
-    progress.advance();
-    if (write_line) {
-      metrics << line.dump() << "\n" << std::flush;
-      events.add_scalars(done, scalars);
-    }
-    const bool stop = !final_step && training_stop_flag().load();
-    if (final_step || stop || (cfg.save_every > 0 && done % cfg.save_every == 0)) {
-      const auto path = out / ("checkpoint-" + std::to_string(done) + ".pth");
-      save_training_checkpoint(path.string(), head, opt, done, full_ini, &scaler, meta);
-      AtomicFile last_file(last.string());
-      fs::copy_file(path, last_file.temp_path(), fs::copy_options::overwrite_existing);
-      last_file.commit();
-      last_good = path.string();
-      summary.last_checkpoint = path.string();
-    }
-    if (stop) {
-      log::info("stopped after step ", done, " of ", cfg.steps, ": saved ", last.string(),
-                "; rerun with --resume to continue");
-      summary.interrupted = true;
-      summary.steps = done;
-      return summary;
-    }
+    if (progress) progress->finish();
+    summary.steps = cfg.steps;
+    if (dist) dist->finish();
+    return summary;
+  } catch (const DistributedError&) {
+    throw;  // the group failed: another rank is named in the message
+  } catch (const std::exception& e) {
+    if (dist) dist->report_failure(e.what());
+    throw;
   }
-  progress.finish();
-  summary.steps = cfg.steps;
-  return summary;
 }
 
 namespace {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "train/cached_dataset.h"
+#include "train/distributed.h"
 #include "train/head.h"
 #include "train/train_config.h"
 
@@ -59,19 +60,34 @@ void check_recorded_provenance(const std::string& recorded_json, const cache::Ma
 
 // Multi-view evaluation over every item of `data`: mean of per-view softmax
 // per clip, top-1/top-5. Runs in fp32 (the official evaluation has no autocast).
+// With `dist`, sharded over the ranks with the single-process result (scoring.h).
 EvalResult evaluate(EvlHead& head, const FeatureSource& data, int64_t batch,
-                    const torch::Device& device);
+                    const torch::Device& device, Distributed* dist = nullptr);
 
 // Runs (or resumes) a training run into cfg.out. `config_ini` is the resolved
 // configuration, written to <out>/config.ini and into every checkpoint.
 // Throws evl::UsageError for bad settings and evl::Error for a provenance
 // mismatch, unreadable cache, or a non-finite loss (naming the step and the
 // last good checkpoint).
-TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini);
+//
+// With `dist.world_size` > 1 (train/distributed.h) this process is one rank of
+// a data-parallel run: every rank draws the same global batch of a step and
+// takes its contiguous share (rank r: rows [r B/W, (r+1) B/W)), --batch-split
+// micro-batches that share, gradients are summed over ranks in flat buckets and
+// divided by W (the gradient of the global batch's mean loss, as one process
+// computes it, up to the order of the fp32 sums), while the reads of the next
+// step's first micro-batch overlap the allreduce. Parameters start as rank 0's
+// and are checked identical at every checkpoint. Rank 0 alone writes the run
+// directory; validation is sharded (scoring.h); SIGTERM on any rank stops every
+// rank after the same step. Dropout masks are drawn per rank from (seed, step,
+// rank): runs with dropout differ from one process in their masks only.
+TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
+                        const DistEnv& dist = DistEnv{});
 
 // The same loop over given sources (the online path, tests). `val` may be null.
 // cfg.cache / cfg.val_cache are then only names for messages.
 TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
-                        const FeatureSource& train, const FeatureSource* val);
+                        const FeatureSource& train, const FeatureSource* val,
+                        const DistEnv& dist = DistEnv{});
 
 }  // namespace evl
