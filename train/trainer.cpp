@@ -208,10 +208,12 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
                   " ranks) times --batch-split (", cfg.batch_split,
                   "): each rank takes an equal share of the global batch");
   if (cfg.threads > 0) torch::set_num_threads(static_cast<int>(cfg.threads));
-  // One process per GPU: a plain --device cuda is rank's cuda:LOCAL_RANK.
+  // One process per GPU: a plain --device cuda is the rank's cuda:LOCAL_RANK
+  // (modulo the GPUs it sees: Slurm's --gpus-per-task leaves each task one).
   const torch::Device device =
-      (dist_env.distributed() && cfg.device == "cuda")
-          ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(dist_env.local_rank))
+      (dist_env.distributed() && cfg.device == "cuda" && torch::cuda::device_count() > 0)
+          ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(
+                                            dist_env.local_rank % torch::cuda::device_count()))
           : torch::Device(cfg.device);
   EVL_CHECK_USAGE(!device.is_cuda() || torch::cuda::is_available(), "--device ", cfg.device,
                   ": this LibTorch has no CUDA device available");

@@ -20,6 +20,9 @@
 #   --train-extract-args STR  more evl_extract flags for the training list (e.g. "--train-views 2")
 #   --val-extract-args STR    more evl_extract flags for the validation list
 #   --train-args STR          more evl_train_head flags      --eval-args STR  more evl_eval flags
+#   --train-tasks N           train the head on N data-parallel ranks (srun, one task per
+#                             GPU or CPU share; --batch-size must divide by N)
+#   --train-nodes M           spread those tasks over M nodes
 #   --gpus N / --cpus N / --mem M / --time T / --partition P / --account A
 #                             resources of every job (or the env variables GPUS, CPUS, MEM, TIME,
 #                             PARTITION, ACCOUNT; GPUS=1 -> --gres=gpu:1 and --device cuda)
@@ -32,7 +35,7 @@ repo=$(cd "$here/../.." && pwd)
 work="" shards=4 val_shards="" bin="$repo/build/bin" dry=()
 train_list="" val_list="" root="" backbone=""
 extract_config="" val_extract_config="" train_config=""
-train_extract_args="" val_extract_args="" train_args="" eval_args=""
+train_extract_args="" val_extract_args="" train_args="" eval_args="" train_tasks="" train_nodes=""
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -54,6 +57,8 @@ while [ $# -gt 0 ]; do
     --train-extract-args) train_extract_args=$2 ;;
     --val-extract-args) val_extract_args=$2 ;;
     --train-args) train_args=$2 ;;
+    --train-tasks) train_tasks=$2 ;;
+    --train-nodes) train_nodes=$2 ;;
     --eval-args) eval_args=$2 ;;
     --gpus) export GPUS=$2 ;;
     --cpus) export CPUS=$2 ;;
@@ -71,6 +76,10 @@ done
   || { echo "submit_pipeline.sh: --work, --train-list and --backbone are required (see --help)" >&2; exit 2; }
 [[ "$shards" =~ ^[1-9][0-9]*$ ]] || { echo "submit_pipeline.sh: --shards '$shards' must be a positive integer" >&2; exit 2; }
 val_shards=${val_shards:-$shards}
+for n in "$train_tasks" "$train_nodes"; do
+  [ -z "$n" ] || [[ "$n" =~ ^[1-9][0-9]*$ ]] \
+    || { echo "submit_pipeline.sh: --train-tasks/--train-nodes '$n' must be a positive integer" >&2; exit 2; }
+done
 val_extract_config=${val_extract_config:-$extract_config}
 
 abs() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
@@ -110,7 +119,7 @@ targs=(--cache "$work/cache-train" --out "$work/run" "${device[@]}")
 [ -n "$val_list" ] && targs+=(--val-cache "$work/cache-val")
 # shellcheck disable=SC2206
 [ -n "$train_args" ] && targs+=($train_args)
-train=$(submit --name evl-train --after "$merge_train" ${merge_val:+--after "$merge_val"} \
+train=$(TASKS=$train_tasks NODES=$train_nodes submit --name evl-train --after "$merge_train" ${merge_val:+--after "$merge_val"} \
   "$here/train.sbatch" "${targs[@]}")
 
 if [ -n "$val_list" ]; then

@@ -14,8 +14,8 @@
 # --array N submits TEMPLATE as an array of N tasks (0..N-1).
 # --jobid-file FILE writes the job id there; if FILE names a job still in the
 #   queue, nothing is submitted and that id is printed (rerunning is safe).
-# Resources come from the environment: GPUS (>0 adds --gres=gpu:GPUS), CPUS
-#   (--cpus-per-task), MEM (--mem, e.g. 32G), TIME (--time), PARTITION,
+# Resources come from the environment: GPUS (>0 adds --gres=gpu:GPUS, per node), CPUS
+#   (--cpus-per-task), TASKS (--ntasks), NODES (--nodes), MEM (--mem, e.g. 32G), TIME (--time), PARTITION,
 #   ACCOUNT, SBATCH_EXTRA (more sbatch flags, whitespace-separated).
 # The job inherits this environment (EVL_BIN, EVL_PARTS_DIR, EVL_DONE_FILE...).
 set -euo pipefail
@@ -73,6 +73,8 @@ fi
 [ ${#deps[@]} -gt 0 ] && cmd+=(--dependency "afterok:$(IFS=:; echo "${deps[*]}")" --kill-on-invalid-dep=yes)
 [ "${GPUS:-0}" -gt 0 ] 2>/dev/null && cmd+=(--gres "gpu:${GPUS}")
 [ -n "${CPUS:-}" ] && cmd+=(--cpus-per-task "$CPUS")
+[ -n "${TASKS:-}" ] && cmd+=(--ntasks "$TASKS")
+[ -n "${NODES:-}" ] && cmd+=(--nodes "$NODES")
 [ -n "${MEM:-}" ] && cmd+=(--mem "$MEM")
 [ -n "${TIME:-}" ] && cmd+=(--time "$TIME")
 [ -n "${PARTITION:-}" ] && cmd+=(--partition "$PARTITION")

@@ -8,7 +8,8 @@
 #     Slurm cannot start here.
 #  3. scripts/slurm/submit_pipeline.sh with the real tools from BIN_DIR: the training list as a
 #     4-task extraction array (augmented views), the val list as a 2-task array, two merges,
-#     evl_train_head, evl_eval; waits for every job (scontrol: COMPLETED) and prints the job logs
+#     evl_train_head as a 2-task srun step (--train-tasks 2: data-parallel ranks over Gloo),
+#     evl_eval; waits for every job (scontrol: COMPLETED) and prints the job logs
 #     on any failure or timeout.
 #  4. Checks against local single-process runs of the same tools with the same flags:
 #     (a) each merged cache (4 or 2 shards) equals a local `evl_extract` of the whole list:
@@ -17,9 +18,10 @@
 #         whatever the sharding;
 #     (b) the Slurm eval's scores.h5 equals a local `evl_eval` of the Slurm-trained head on the
 #         local val cache;
-#     (c) a local `evl_train_head` with the same flags on the local caches gives the same
-#         parameters as the Slurm-trained head, and its local eval the same scores (CPU training
-#         is deterministic given the seed).
+#     (c) a local 2-rank `evl_train_head` (two processes, --rank/--world-size flags) with the
+#         same flags on the local caches gives the same parameters as the 2-task Slurm-trained
+#         head, and its local eval the same scores (CPU training is deterministic given the seed
+#         and the world size; tests/train/distributed_ranks_test.py compares world sizes).
 # Stops the cluster afterwards if this test started it (EVL_SLURM_KEEP=1 keeps it and the work dir).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -102,7 +104,8 @@ step "3. submit_pipeline.sh"
 ids=$(CPUS=1 "$slurm/submit_pipeline.sh" --work "$work/pipe" --shards 4 --val-shards 2 --bin "$bin" \
   --train-list "$work/data/train.txt" --val-list "$work/data/val.txt" --root "$work/data" \
   --backbone "$backbone" --extract-config "$work/extract.ini" \
-  --train-extract-args "${train_extract_flags[*]}" --train-config "$work/train.ini" --eval-args "--threads 1")
+  --train-extract-args "${train_extract_flags[*]}" --train-config "$work/train.ini" --eval-args "--threads 1" \
+  --train-tasks 2)
 echo "submitted: $ids"
 # shellcheck disable=SC2046
 set -- $(echo "$ids" | tr ' ' '\n' | cut -d= -f2)
@@ -162,9 +165,18 @@ step "4b. local evl_eval of the Slurm-trained head == the Slurm eval"
   --scores "$work/local-scores-slurm-head.h5" --threads 1
 "$py" "$here/compare_outputs.py" scores "$work/pipe/scores.h5" "$work/local-scores-slurm-head.h5"
 
-step "4c. local evl_train_head with the same flags == the Slurm-trained head"
-"$bin/evl_train_head" --config "$work/train.ini" --cache "$work/local-train" \
-  --val-cache "$work/local-val" --out "$work/local-run"
+step "4c. local 2-rank evl_train_head with the same flags == the 2-task srun-trained head"
+grep -q "rank 1 of 2 .*Slurm (srun)" "$work"/pipe/logs/evl-train-*.out \
+  || { show_logs; fail "the training job did not run as 2 srun ranks"; }
+port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+pids=()
+for r in 0 1; do
+  "$bin/evl_train_head" --config "$work/train.ini" --cache "$work/local-train" \
+    --val-cache "$work/local-val" --out "$work/local-run" --rank $r --world-size 2 \
+    --master-addr 127.0.0.1 --master-port "$port" --dist-timeout 120 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || fail "a local rank failed"; done
 "$py" "$here/compare_outputs.py" heads "$work/pipe/run/last.pth" "$work/local-run/last.pth"
 "$bin/evl_eval" --cache "$work/local-val" --checkpoint "$work/local-run/last.pth" \
   --scores "$work/local-scores.h5" --threads 1
