@@ -29,7 +29,7 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 # benchmark's opening comment); any other bench_* found in bin/ runs after them
 # with its defaults.
 known=(bench_backbone bench_decode bench_cache bench_extract bench_loader bench_python bench_train
-  bench_ensemble)
+  bench_ensemble bench_distributed)
 declare -A full_flags=(
   [bench_backbone]="--batch 8 --threads 2 --iters 3"
   [bench_decode]=""
@@ -39,6 +39,7 @@ declare -A full_flags=(
   [bench_python]="--records 8 --dir $build/bench/tmp"
   [bench_train]=""
   [bench_ensemble]=""
+  [bench_distributed]="--dir $build/bench/tmp"
 )
 
 names=("${known[@]}")

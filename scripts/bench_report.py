@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 ORDER = ["bench_backbone", "bench_decode", "bench_cache", "bench_extract", "bench_loader",
-         "bench_python", "bench_train", "bench_ensemble"]
+         "bench_python", "bench_train", "bench_ensemble", "bench_distributed"]
 
 
 # ----------------------------------------------------------------------------- collect
@@ -537,6 +537,23 @@ def section_python(d, j):
              "C++ loader samples/s", "Python/C++"], rows)
 
 
+def section_distributed(d, j):
+    d(f"The ViT-B/16 head (C 768, 4 decoder layers, 400 classes) has "
+      f"{j['head_parameters']:,} parameters: a gradient of {fmt(j['gradient_mb'])} MB in float32, "
+      f"summed between {j['allreduce_ranks']} ranks by Gloo over loopback in 32 MiB buckets, as "
+      "the trainer does it. docs/SCALING.md builds the N-node estimate on these figures.", "")
+    d.table(["", "value"], [
+        ["allreduce per step (2 ranks, loopback)", f"{fmt(1e3 * j['allreduce_s_per_step'])} ms"],
+        ["gradient moved per rank per second",
+         f"{fmt(2 * j['gradient_mb'] / 1e3 / j['allreduce_s_per_step'])} GB/s"],
+        [f"evl_train_head, global batch {j['batch']}: 1 rank x 2 threads",
+         f"{fmt(j['samples_per_s_1rank_2threads'])} samples/s"],
+        ["2 ranks x 1 thread (same cache, batch, seed)",
+         f"{fmt(j['samples_per_s_2ranks_1thread'])} samples/s"],
+        ["ratio 2 ranks / 1 rank", ratio(j["ratio_2ranks_vs_1rank"])],
+    ])
+
+
 def section_ensemble(d, j):
     k400 = " (Kinetics-400 validation size)" if j.get("n") == 19787 else ""
     d(f"{j.get('n')} videos × {j.get('k')} classes{k400}, weight step "
@@ -603,6 +620,7 @@ SECTIONS = [
     ("bench_python", "Python: CacheDataset + DataLoader vs the C++ loader", section_python),
     ("bench_train", "Cached vs online training step", section_train),
     ("bench_ensemble", "Ensemble search", section_ensemble),
+    ("bench_distributed", "Data-parallel head training (c10d Gloo)", section_distributed),
 ]
 
 

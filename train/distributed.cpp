@@ -36,7 +36,9 @@ bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
 }
 
-std::string key(const std::string& kind, int rank) { return "evl/" + kind + "/" + std::to_string(rank); }
+std::string key(const std::string& kind, int rank) {
+  return "evl/" + kind + "/" + std::to_string(rank);
+}
 
 std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
 std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
@@ -45,7 +47,8 @@ std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
 std::string first_difference(const std::string& a, const std::string& b) {
   size_t pa = 0, pb = 0;
   while (pa < a.size() || pb < b.size()) {
-    const size_t ea = std::min(a.find('\n', pa), a.size()), eb = std::min(b.find('\n', pb), b.size());
+    const size_t ea = std::min(a.find('\n', pa), a.size()),
+                 eb = std::min(b.find('\n', pb), b.size());
     const std::string la = a.substr(pa, ea - pa), lb = b.substr(pb, eb - pb);
     if (la != lb) return "'" + la + "' vs '" + lb + "'";
     pa = ea + 1, pb = eb + 1;
@@ -88,7 +91,8 @@ DistEnv resolve_dist_env(const DistFlags& flags, const EnvLookup& env) {
   if (!get("WORLD_SIZE").empty()) {
     d.source = "torchrun variables";
     d.world_size = static_cast<int>(parse_int(get("WORLD_SIZE"), "WORLD_SIZE", 1, kMaxWorld));
-    d.rank = static_cast<int>(parse_int(get("RANK").empty() ? "0" : get("RANK"), "RANK", 0, kMaxWorld));
+    d.rank =
+        static_cast<int>(parse_int(get("RANK").empty() ? "0" : get("RANK"), "RANK", 0, kMaxWorld));
     d.local_rank = static_cast<int>(
         parse_int(get("LOCAL_RANK").empty() ? "0" : get("LOCAL_RANK"), "LOCAL_RANK", 0, kMaxWorld));
     if (!get("MASTER_ADDR").empty()) d.master_addr = get("MASTER_ADDR");
@@ -101,10 +105,10 @@ DistEnv resolve_dist_env(const DistFlags& flags, const EnvLookup& env) {
     d.world_size = static_cast<int>(
         parse_int(get("SLURM_STEP_NUM_TASKS"), "SLURM_STEP_NUM_TASKS", 1, kMaxWorld));
     d.rank = static_cast<int>(parse_int(get("SLURM_PROCID"), "SLURM_PROCID", 0, kMaxWorld));
-    d.local_rank = static_cast<int>(parse_int(get("SLURM_LOCALID").empty() ? "0" : get("SLURM_LOCALID"),
-                                              "SLURM_LOCALID", 0, kMaxWorld));
-    const std::string nodes =
-        !get("SLURM_STEP_NODELIST").empty() ? get("SLURM_STEP_NODELIST") : get("SLURM_JOB_NODELIST");
+    d.local_rank = static_cast<int>(parse_int(
+        get("SLURM_LOCALID").empty() ? "0" : get("SLURM_LOCALID"), "SLURM_LOCALID", 0, kMaxWorld));
+    const std::string nodes = !get("SLURM_STEP_NODELIST").empty() ? get("SLURM_STEP_NODELIST")
+                                                                  : get("SLURM_JOB_NODELIST");
     if (!nodes.empty()) d.master_addr = first_slurm_host(nodes);
     // One port per job step, the same on every task of it: 20000 + a hash of
     // (job id, step id) in [0, 40000).
@@ -137,9 +141,9 @@ DistEnv resolve_dist_env(const DistFlags& flags, const EnvLookup& env) {
   EVL_CHECK_USAGE(d.rank >= 0 && d.rank < d.world_size, "rank ", d.rank,
                   " is outside the world of ", d.world_size, " ranks (", d.source,
                   "): the rank must be in [0, world size)");
-  EVL_CHECK_USAGE(std::isfinite(flags.timeout_s) && flags.timeout_s > 0 &&
-                      flags.timeout_s <= 7 * 24 * 3600,
-                  "--dist-timeout must be in (0, 604800] seconds, got ", flags.timeout_s);
+  EVL_CHECK_USAGE(
+      std::isfinite(flags.timeout_s) && flags.timeout_s > 0 && flags.timeout_s <= 7 * 24 * 3600,
+      "--dist-timeout must be in (0, 604800] seconds, got ", flags.timeout_s);
   d.timeout = std::chrono::milliseconds(static_cast<int64_t>(flags.timeout_s * 1000));
   return d;
 }
@@ -174,13 +178,15 @@ Distributed::Distributed(const DistEnv& env, const std::string& fingerprint,
     heartbeat_store_ = c10::make_intrusive<c10d::TCPStore>(env_.master_addr, opts);
   } catch (const std::exception& e) {
     EVL_THROW(DistributedError, "distributed training: rank ", env_.rank, " of ", env_.world_size,
-              (env_.rank == 0 ? " could not host" : " could not reach"), " the rendezvous store at ",
-              where, " within ", secs, " s (--dist-timeout; ", env_.source, "): ", e.what());
+              (env_.rank == 0 ? " could not host" : " could not reach"),
+              " the rendezvous store at ", where, " within ", secs, " s (--dist-timeout; ",
+              env_.source, "): ", e.what());
   }
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
   store_->set(key("config", env_.rank), bytes(fingerprint));
-  store_->set(key("arrived", env_.rank), bytes(std::string(host) + " pid " + std::to_string(getpid())));
+  store_->set(key("arrived", env_.rank),
+              bytes(std::string(host) + " pid " + std::to_string(getpid())));
   heartbeat_ = std::thread([this] {
     while (!stop_heartbeat_.load()) {
       try {
@@ -197,8 +203,8 @@ Distributed::Distributed(const DistEnv& env, const std::string& fingerprint,
       const std::string other = text(store_->get(key("config", r)));
       if (other != fingerprint)
         EVL_THROW(DistributedError, "distributed training: rank ", r,
-                  " runs another configuration than rank ", env_.rank, " (first difference: ",
-                  first_difference(other, fingerprint),
+                  " runs another configuration than rank ", env_.rank,
+                  " (first difference: ", first_difference(other, fingerprint),
                   "); every rank must run the same evl_train_head command");
     }
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>("evl/pg", store_);
@@ -256,8 +262,8 @@ void Distributed::wait_for_ranks(const std::string& prefix, const std::string& w
     if (std::chrono::steady_clock::now() > deadline) {
       std::string names;
       for (const int r : missing) names += (names.empty() ? "" : ", ") + std::to_string(r);
-      EVL_THROW(DistributedError, "distributed training: rank", (missing.size() > 1 ? "s " : " "), names,
-                " of ", env_.world_size, " did not ", what, " within ",
+      EVL_THROW(DistributedError, "distributed training: rank", (missing.size() > 1 ? "s " : " "),
+                names, " of ", env_.world_size, " did not ", what, " within ",
                 std::chrono::duration<double>(env_.timeout).count(),
                 " s (--dist-timeout); was every task started with the same world size?");
     }
@@ -296,8 +302,8 @@ void Distributed::explain_failure(const std::string& what, const std::string& ca
     // A rank that failed with an error says so in the store.
     for (int r = 0; r < env_.world_size; ++r)
       if (r != env_.rank && store_->check({key("failed", r)}))
-        found += str(found.empty() ? "" : "; ", "rank ", r, " failed: ",
-                     text(store_->get(key("failed", r))));
+        found += str(found.empty() ? "" : "; ", "rank ", r,
+                     " failed: ", text(store_->get(key("failed", r))));
     if (found.empty()) {
       // Otherwise: whose heartbeat stopped (a killed or stopped process)?
       std::vector<int64_t> before(env_.world_size), after(env_.world_size);
@@ -307,7 +313,8 @@ void Distributed::explain_failure(const std::string& what, const std::string& ca
       for (int r = 0; r < env_.world_size; ++r) {
         if (r == env_.rank || after[r] != before[r]) continue;
         std::string at;
-        if (store_->check({key("step", r)})) at = ", last seen at step " + text(store_->get(key("step", r)));
+        if (store_->check({key("step", r)}))
+          at = ", last seen at step " + text(store_->get(key("step", r)));
         found += str(found.empty() ? "" : "; ", "rank ", r, " is gone (no heartbeat for ",
                      5 * kHeartbeat.count() / 1000.0, " s", at, ")");
       }
@@ -374,8 +381,9 @@ Distributed::Pending Distributed::start_sum(std::vector<torch::Tensor> tensors,
   try {
     for (auto& g : groups) {
       std::vector<torch::Tensor> parts;
-      for (const size_t m : g) parts.push_back(on_device_ ? s.targets[m].detach().reshape({-1})
-                                     : s.targets[m].detach().reshape({-1}).to(torch::kCPU));
+      for (const size_t m : g)
+        parts.push_back(on_device_ ? s.targets[m].detach().reshape({-1})
+                                   : s.targets[m].detach().reshape({-1}).to(torch::kCPU));
       Pending::State::Bucket bucket;
       bucket.flat = torch::cat(parts).contiguous();
       bucket.members = g;
@@ -393,12 +401,14 @@ void Distributed::broadcast_from_root(std::vector<torch::Tensor> tensors, const 
   // Zeros everywhere but rank 0, then a sum: the same bits as a broadcast.
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> staged;
-  for (auto& t : tensors) staged.push_back(env_.rank == 0 ? t.detach().clone() : torch::zeros_like(t));
+  for (auto& t : tensors)
+    staged.push_back(env_.rank == 0 ? t.detach().clone() : torch::zeros_like(t));
   sum(staged, what);
   for (size_t i = 0; i < tensors.size(); ++i) tensors[i].detach().copy_(staged[i]);
 }
 
-void Distributed::check_identical(const std::vector<torch::Tensor>& tensors, const std::string& what) {
+void Distributed::check_identical(const std::vector<torch::Tensor>& tensors,
+                                  const std::string& what) {
   XXH3_state_t* h = XXH3_createState();
   XXH3_64bits_reset(h);
   for (const auto& t : tensors) {

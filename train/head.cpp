@@ -4,10 +4,13 @@
 // zero position embeddings and TCA tables, PyTorch defaults for conv and proj.
 #include "train/head.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <cmath>
 #include <map>
 
 #include "common/check.h"
+#include "common/random.h"
 
 namespace evl {
 
@@ -52,6 +55,50 @@ torch::Tensor DecoderAttentionImpl::forward(const torch::Tensor& q, const torch:
   return linear(out_proj, mix);
 }
 
+namespace {
+thread_local DropoutRows* t_dropout_rows = nullptr;
+}  // namespace
+
+DropoutRows::DropoutRows(uint64_t seed, int64_t global_rows)
+    : seed_(seed), rows_(global_rows), previous_(t_dropout_rows) {
+  EVL_CHECK(global_rows > 0, "DropoutRows: global_rows must be positive, got ", global_rows);
+  t_dropout_rows = this;
+}
+
+DropoutRows::~DropoutRows() { t_dropout_rows = previous_; }
+
+DropoutRows* DropoutRows::current() { return t_dropout_rows; }
+
+void DropoutRows::begin_forward(int64_t row_offset) {
+  offset_ = row_offset;
+  site_ = 0;
+}
+
+torch::Tensor DropoutRows::apply(const torch::Tensor& x, double p) {
+  const int64_t b = x.size(0);
+  EVL_CHECK(offset_ >= 0 && offset_ + b <= rows_, "dropout rows [", offset_, ", ", offset_ + b,
+            ") lie outside the global batch of ", rows_);
+  const auto site = static_cast<size_t>(site_++);
+  auto shape = x.sizes().vec();
+  shape[0] = rows_;
+  if (site == masks_.size()) {
+    auto gen =
+        at::make_generator<at::CPUGeneratorImpl>(rng::step_seed(seed_, static_cast<int64_t>(site)));
+    masks_.push_back(torch::empty(shape, torch::kFloat).bernoulli_(1.0 - p, gen).to(torch::kBool));
+  }
+  const auto& mask = masks_[site];
+  EVL_CHECK(mask.sizes() == torch::IntArrayRef(shape), "dropout site ", site, ": input ", x.sizes(),
+            " differs from the shape its mask was drawn for, ", mask.sizes());
+  const auto rows = mask.narrow(0, offset_, b).to(x.device(), x.scalar_type());
+  return x * rows * (1.0 / (1.0 - p));
+}
+
+torch::Tensor head_dropout(const torch::Tensor& x, double p, bool training) {
+  if (!training || p <= 0) return x;
+  if (auto* rows = DropoutRows::current()) return rows->apply(x, p);
+  return torch::dropout(x, p, true);
+}
+
 DecoderMlpImpl::DecoderMlpImpl(int64_t width, int64_t hidden, double dropout)
     : width_(width), hidden_(hidden), p_(dropout) {
   reset();
@@ -71,7 +118,7 @@ void DecoderMlpImpl::reset() {
 torch::Tensor DecoderMlpImpl::forward(const torch::Tensor& x) {
   auto h = linear(fc1, x);
   h = h * torch::sigmoid(1.702 * h);  // QuickGELU
-  return linear(fc2, dropout(h));
+  return linear(fc2, head_dropout(h, p_, is_training()));
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const HeadConfig& config) : config_(config) { reset(); }
@@ -175,7 +222,7 @@ torch::Tensor EvlHeadImpl::forward(const std::vector<torch::Tensor>& x,
                                    const std::vector<torch::Tensor>& k) {
   auto h = decoder(x, q, k);
   h = proj[0]->as<torch::nn::LayerNorm>()->forward(h);
-  h = proj[1]->as<torch::nn::Dropout>()->forward(h);
+  h = head_dropout(h, proj[1]->as<torch::nn::Dropout>()->options.p(), is_training());
   auto fc = proj[2]->as<torch::nn::Linear>();
   return torch::linear(h, fc->weight, fc->bias);
 }

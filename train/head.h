@@ -33,6 +33,37 @@ class DecoderAttentionImpl : public torch::nn::Cloneable<DecoderAttentionImpl> {
 };
 TORCH_MODULE(DecoderAttention);
 
+// Dropout masks as a function of the sample, for training that must not depend
+// on how a batch is split (--batch-split micro-batches, data-parallel ranks).
+// While a DropoutRows lives on this thread, every dropout of a head in
+// training mode draws its mask for the whole global batch of `global_rows`
+// rows from (seed, site) -- site = the how-manieth dropout of this forward --
+// and applies rows [row_offset, row_offset + B) of it to its (B, ...) input:
+// a sample's masks are the same whichever micro-batch or rank computes it.
+// The distribution is nn.Dropout's (keep with probability 1 - p, scale by
+// 1 / (1 - p)). Without one, the heads use torch::dropout on LibTorch's
+// generator (tools that train nothing never see the difference).
+class DropoutRows {
+ public:
+  DropoutRows(uint64_t seed, int64_t global_rows);
+  ~DropoutRows();
+  DropoutRows(const DropoutRows&) = delete;
+  DropoutRows& operator=(const DropoutRows&) = delete;
+  // Before each forward: the rows its batch holds (resets the site count).
+  void begin_forward(int64_t row_offset);
+  static DropoutRows* current();
+  torch::Tensor apply(const torch::Tensor& x, double p);
+
+ private:
+  uint64_t seed_;
+  int64_t rows_, offset_ = 0, site_ = 0;
+  std::vector<torch::Tensor> masks_;  // per site: (rows, ...) bool, CPU
+  DropoutRows* previous_;
+};
+
+// Dropout with probability p in training mode (DropoutRows when one is live).
+torch::Tensor head_dropout(const torch::Tensor& x, double p, bool training);
+
 // fc1 (C -> 4C), QuickGELU, Dropout, fc2 (4C -> C).
 class DecoderMlpImpl : public torch::nn::Cloneable<DecoderMlpImpl> {
  public:

@@ -212,8 +212,8 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
   // (modulo the GPUs it sees: Slurm's --gpus-per-task leaves each task one).
   const torch::Device device =
       (dist_env.distributed() && cfg.device == "cuda" && torch::cuda::device_count() > 0)
-          ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(
-                                            dist_env.local_rank % torch::cuda::device_count()))
+          ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(dist_env.local_rank %
+                                                                      torch::cuda::device_count()))
           : torch::Device(cfg.device);
   EVL_CHECK_USAGE(!device.is_cuda() || torch::cuda::is_available(), "--device ", cfg.device,
                   ": this LibTorch has no CUDA device available");
@@ -342,8 +342,10 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
       auto& groups = opt.param_groups();
       static_cast<torch::optim::AdamWOptions&>(groups[0].options()).lr(lr * scale);
       static_cast<torch::optim::AdamWOptions&>(groups[1].options()).lr(lr);
-      // Dropout: one stream per rank (rank 0's is the single-process one).
-      torch::manual_seed(rng::step_seed(cfg.seed, step) + static_cast<uint64_t>(rank));
+      // Dropout masks are a function of (seed, step, sample): the same for any
+      // --batch-split and world size (DropoutRows, head.h).
+      torch::manual_seed(rng::step_seed(cfg.seed, step));
+      DropoutRows dropout_rows(rng::step_seed(cfg.seed, step), cfg.batch_size);
       head->train();
       opt.zero_grad();
       if (dist) dist->set_step(step);
@@ -360,6 +362,7 @@ TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
         EVL_CHECK(b.labels.min().item<int64_t>() >= 0, train.where(),
                   ": a training item has no label");
         to_device(b, device);
+        dropout_rows.begin_forward(rank * share + s * micro);
         torch::Tensor logits;
         {
           AutocastGuard autocast(precision, device);

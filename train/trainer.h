@@ -79,8 +79,8 @@ EvalResult evaluate(EvlHead& head, const FeatureSource& data, int64_t batch,
 // step's first micro-batch overlap the allreduce. Parameters start as rank 0's
 // and are checked identical at every checkpoint. Rank 0 alone writes the run
 // directory; validation is sharded (scoring.h); SIGTERM on any rank stops every
-// rank after the same step. Dropout masks are drawn per rank from (seed, step,
-// rank): runs with dropout differ from one process in their masks only.
+// rank after the same step. Dropout masks are functions of (seed, step, sample)
+// (DropoutRows, head.h), so dropout too is the same for any world size.
 TrainSummary train_head(const TrainConfig& cfg, const std::string& config_ini,
                         const DistEnv& dist = DistEnv{});
 

@@ -134,8 +134,8 @@ TEST(DistEnv, TorchrunVariables) {
 
 TEST(DistEnv, SrunVariablesAndTheirPort) {
   const std::map<std::string, std::string> step = {
-      {"SLURM_PROCID", "5"},   {"SLURM_STEP_NUM_TASKS", "6"},
-      {"SLURM_LOCALID", "2"},  {"SLURM_STEP_NODELIST", "gpu[012-013,20]"},
+      {"SLURM_PROCID", "5"},    {"SLURM_STEP_NUM_TASKS", "6"},
+      {"SLURM_LOCALID", "2"},   {"SLURM_STEP_NODELIST", "gpu[012-013,20]"},
       {"SLURM_JOB_ID", "4242"}, {"SLURM_STEP_ID", "1"}};
   const auto d = resolve_dist_env({}, env_of(step));
   EXPECT_EQ(d.rank, 5);
@@ -202,10 +202,9 @@ TEST(Distributed, BucketedSumsAreExactAndIdenticalOnEveryRank) {
   constexpr int kWorld = 3;
   with_group(kWorld, [](int rank, Distributed& d) {
     // Integer-valued floats: every order of summation gives the exact sum.
-    std::vector<torch::Tensor> ts = {torch::full({1000}, rank + 1.0),
-                                     torch::arange(12, torch::kFloat).view({3, 4}) * (rank + 1),
-                                     torch::full({7}, int64_t(10) * rank, torch::kInt64),
-                                     torch::full({300, 5}, -2.0 * rank)};
+    std::vector<torch::Tensor> ts = {
+        torch::full({1000}, rank + 1.0), torch::arange(12, torch::kFloat).view({3, 4}) * (rank + 1),
+        torch::full({7}, int64_t(10) * rank, torch::kInt64), torch::full({300, 5}, -2.0 * rank)};
     // 2 KiB buckets: the 4 KB tensor is a bucket alone, dtypes never share one.
     d.start_sum(ts, "test sum", 2048).wait();
     EXPECT_TRUE(torch::equal(ts[0], torch::full({1000}, 6.0)));
@@ -245,8 +244,8 @@ TEST(Distributed, ShardedValidationIsTheSingleProcessResult) {
       for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
     }
     with_group(world, [&](int rank, Distributed& d) {
-      const auto s = score_clips(heads[rank], data, 4, torch::kCPU, FuseMode::kProbabilities,
-                                 nullptr, &d);
+      const auto s =
+          score_clips(heads[rank], data, 4, torch::kCPU, FuseMode::kProbabilities, nullptr, &d);
       EXPECT_EQ(s.scores, single.scores) << "world " << world << " rank " << rank;
       EXPECT_EQ(s.labels, single.labels);
       EXPECT_EQ(s.views, single.views);

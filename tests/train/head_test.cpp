@@ -325,3 +325,64 @@ TEST(Head, ThreeAdamWCosineStepsMatchPyTorch) {
   expect_adamw_steps_match(torch::kFloat);
   expect_adamw_steps_match(torch::kDouble);
 }
+
+// DropoutRows: nn.Dropout's distribution (keep with 1 - p, scale 1 / (1 - p)),
+// and a sample's mask does not depend on which micro-batch computes it.
+TEST(HeadDropout, RowsFollowTheSampleWithDropoutsDistribution) {
+  using evl::DropoutRows;
+  const double p = 0.3;
+  const int64_t rows = 64, width = 500;
+  DropoutRows whole(42, rows);
+  whole.begin_forward(0);
+  const auto all = whole.apply(torch::ones({rows, width}), p);
+  const auto kept = all.ne(0);
+  EXPECT_TRUE(torch::allclose(all.masked_select(kept),
+                              torch::full({kept.sum().item<int64_t>()}, 1.0 / (1.0 - p))));
+  // Binomial(n, p) dropped entries: within 5 standard deviations of n p.
+  const double n = rows * width, dropped = n - kept.sum().item<double>();
+  EXPECT_NEAR(dropped, n * p, 5 * std::sqrt(n * p * (1 - p)));
+  // The same rows drawn as 4 micro-batches of 16 (a second site in each).
+  DropoutRows split(42, rows);
+  for (int64_t s = 0; s < 4; ++s) {
+    split.begin_forward(16 * s);
+    const auto part = split.apply(torch::ones({16, width}), p);
+    EXPECT_TRUE(torch::equal(part, all.narrow(0, 16 * s, 16))) << "micro-batch " << s;
+    const auto second = split.apply(torch::ones({16, 7}), p);
+    EXPECT_EQ(second.sizes(), torch::IntArrayRef({16, 7}));
+  }
+  // Another seed, other masks; no live DropoutRows: LibTorch's dropout.
+  DropoutRows other(43, rows);
+  other.begin_forward(0);
+  EXPECT_FALSE(torch::equal(other.apply(torch::ones({rows, width}), p), all));
+}
+
+TEST(HeadDropout, TrainingHeadGivesTheSameLogitsWhateverTheSplit) {
+  using namespace evl;
+  HeadConfig h;
+  h.width = 16, h.heads = 2, h.decoder_layers = 2, h.frames = 3, h.grid = 2, h.num_classes = 5;
+  torch::manual_seed(0);
+  EvlHead head(h);
+  head->train();
+  std::vector<torch::Tensor> x, q, k;
+  for (int64_t m = 0; m < h.decoder_layers; ++m)
+    for (auto* v : {&x, &q, &k}) v->push_back(torch::randn({6, h.frames, h.tokens(), h.width}));
+  auto rows = [](const std::vector<torch::Tensor>& t, int64_t a, int64_t n) {
+    std::vector<torch::Tensor> out;
+    for (const auto& e : t) out.push_back(e.narrow(0, a, n));
+    return out;
+  };
+  DropoutRows whole(7, 6);
+  whole.begin_forward(0);
+  const auto all = head->forward(x, q, k);
+  DropoutRows split(7, 6);
+  std::vector<torch::Tensor> parts;
+  for (int64_t s = 0; s < 3; ++s) {
+    split.begin_forward(2 * s);
+    parts.push_back(head->forward(rows(x, 2 * s, 2), rows(q, 2 * s, 2), rows(k, 2 * s, 2)));
+  }
+  // Equal up to the float32 rounding of other GEMM blockings (no mask differs:
+  // a differing mask changes a logit by O(1)).
+  EXPECT_TRUE(torch::allclose(torch::cat(parts), all, 1e-4, 1e-5));
+  head->eval();
+  EXPECT_TRUE(torch::equal(head->forward(x, q, k), head->forward(x, q, k)));
+}

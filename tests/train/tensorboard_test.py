@@ -4,7 +4,7 @@
   - TensorBoard event files: TFRecord records whose masked CRC32C (computed
     here, bitwise) match, decoded with python3-protobuf from
     tensorboard_event.proto (TensorFlow's field numbers); the scalars
-    train/loss, train/lr, train/samples_per_s, train/loss_scale, val/top1,
+    train/loss, train/grad_norm, train/lr, train/samples_per_s, train/loss_scale, val/top1,
     val/top5 equal metrics.jsonl's values (as float32) at the same steps;
   - validation top-1/top-5 on the progress output when computed;
   - best.pth (+ best.json) is the checkpoint of the best val top-1, and
@@ -131,7 +131,7 @@ def main():
         f32 = lambda v: float(np.float32(v))  # noqa: E731
         for l in lines:
             got = by_step[l["step"]]
-            want = {"train/loss": l["loss"], "train/lr": l["lr"],
+            want = {"train/loss": l["loss"], "train/grad_norm": l["grad_norm"], "train/lr": l["lr"],
                     "train/samples_per_s": l["samples_per_s"], "train/loss_scale": l["loss_scale"]}
             if l["val_top1"] is not None:
                 want.update({"val/top1": l["val_top1"], "val/top5": l["val_top5"]})
