@@ -15,7 +15,8 @@ against one process at the same global batch and seed:
     4 everywhere); --resume on every rank ends bit-identical to the
     uninterrupted 2-rank run;
   - a rank killed mid-run makes the survivor exit non-zero within
-    --dist-timeout naming it; a rank that never arrives is named; a rank with
+    --dist-timeout naming it, and so does a rank that hangs (SIGSTOP); a rank
+    that never arrives is named; a rank with
     another configuration is refused naming the differing line; a --batch-size
     that does not divide by the world is a usage error (exit 2).
 
@@ -216,6 +217,28 @@ def main():
               f"rank 0's message names rank 1:\n{log[-2000:]}")
         print(f"killed rank 1: rank 0 exited {procs[0].returncode} after {waited:.1f} s: "
               f"{[l for l in log.splitlines() if 'rank 1' in l][-1]}")
+
+        # A rank that hangs (SIGSTOP): the survivor's collective times out after
+        # --dist-timeout, and the heartbeat names the stopped rank.
+        procs = runs.start("w2stop", 2, steps=100000, timeout=5)
+        m = os.path.join(tmp, "w2stop", "metrics.jsonl")
+        deadline = time.time() + 300
+        while time.time() < deadline and all(p.poll() is None for p in procs):
+            if os.path.exists(m) and sum(1 for l in open(m) if l.strip()) >= 3:
+                break
+            time.sleep(0.01)
+        procs[1].send_signal(signal.SIGSTOP)
+        t0 = time.time()
+        try:
+            log = procs[0].communicate(timeout=120)[0]
+        finally:
+            procs[1].kill()
+            procs[1].communicate()
+        waited = time.time() - t0
+        check(procs[0].returncode == 1 and waited < 5 + 15 and "rank 1 is gone" in log,
+              f"rank 1 stopped: rank 0 exit {procs[0].returncode} after {waited:.1f} s:\n"
+              f"{log[-2000:]}")
+        print(f"stopped rank 1: rank 0 exited after {waited:.1f} s (--dist-timeout 5)")
 
         # A rank that never arrives, and one with another configuration.
         t0 = time.time()
