@@ -110,6 +110,15 @@ class Runs:
         return logs
 
 
+def wait_for_lines(procs, path, n):
+    """Until metrics.jsonl `path` has n lines (or a rank exits, or 300 s pass)."""
+    deadline = time.time() + 300
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        if os.path.exists(path) and sum(1 for l in open(path) if l.strip()) >= n:
+            return
+        time.sleep(0.005)
+
+
 def metrics(path):
     return [json.loads(l) for l in open(os.path.join(path, "metrics.jsonl")) if l.strip()]
 
@@ -183,12 +192,7 @@ def main():
 
         # Preemption: SIGTERM to every rank after step 4, then --resume on every rank.
         procs = runs.start("w2resume", 2)
-        m = os.path.join(tmp, "w2resume", "metrics.jsonl")
-        deadline = time.time() + 300
-        while time.time() < deadline and all(p.poll() is None for p in procs):
-            if os.path.exists(m) and sum(1 for l in open(m) if l.strip()) >= 4:
-                break
-            time.sleep(0.002)
+        wait_for_lines(procs, os.path.join(tmp, "w2resume", "metrics.jsonl"), 4)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for r, p in enumerate(procs):
@@ -201,11 +205,7 @@ def main():
 
         # A rank killed mid-run: the survivor exits non-zero within the timeout, naming it.
         procs = runs.start("w2kill", 2, steps=100000, timeout=20)
-        m = os.path.join(tmp, "w2kill", "metrics.jsonl")
-        while time.time() < deadline and all(p.poll() is None for p in procs):
-            if os.path.exists(m) and sum(1 for l in open(m) if l.strip()) >= 3:
-                break
-            time.sleep(0.01)
+        wait_for_lines(procs, os.path.join(tmp, "w2kill", "metrics.jsonl"), 3)
         procs[1].kill()
         t0 = time.time()
         log = procs[0].communicate(timeout=120)[0]
@@ -221,12 +221,7 @@ def main():
         # A rank that hangs (SIGSTOP): the survivor's collective times out after
         # --dist-timeout, and the heartbeat names the stopped rank.
         procs = runs.start("w2stop", 2, steps=100000, timeout=5)
-        m = os.path.join(tmp, "w2stop", "metrics.jsonl")
-        deadline = time.time() + 300
-        while time.time() < deadline and all(p.poll() is None for p in procs):
-            if os.path.exists(m) and sum(1 for l in open(m) if l.strip()) >= 3:
-                break
-            time.sleep(0.01)
+        wait_for_lines(procs, os.path.join(tmp, "w2stop", "metrics.jsonl"), 3)
         procs[1].send_signal(signal.SIGSTOP)
         t0 = time.time()
         try:
