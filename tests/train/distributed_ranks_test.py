@@ -9,6 +9,7 @@ against one process at the same global batch and seed:
     not notice gradients W times too large), the parameters within the fp32
     reduction-order tolerance derived below, and validation top-1/top-5
     identical at every evaluation;
+  - --online (decode + backbone per batch): 2 ranks train the 1-rank head;
   - torchrun's variables (RANK, WORLD_SIZE, ...) and srun's (SLURM_PROCID,
     SLURM_STEP_NUM_TASKS, ...) launch the same run as the flags;
   - SIGTERM to every rank stops all after one step with one checkpoint (exit
@@ -50,6 +51,7 @@ import time
 
 import torch
 
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 STEPS = 12
 LR = 5e-3
 TOL_LOSS = 1e-5
@@ -110,6 +112,19 @@ class Runs:
         return logs
 
 
+def strip_caches(args):
+    """args without --cache DIR and --val-cache DIR."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("--cache", "--val-cache"):
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
 def wait_for_lines(procs, path, n):
     """Until metrics.jsonl `path` has n lines (or a rank exits, or 300 s pass)."""
     deadline = time.time() + 300
@@ -127,12 +142,12 @@ def params(path):
     return torch.load(os.path.join(path, "last.pth"), map_location="cpu")["model"]
 
 
-def lr_sum():
+def lr_sum(steps=STEPS):
     # lr_t of the official cosine per step (no warmup), summed over the run.
-    return sum(LR * 0.5 * (1 + math.cos(math.pi * t / STEPS)) for t in range(STEPS))
+    return sum(LR * 0.5 * (1 + math.cos(math.pi * t / steps)) for t in range(steps))
 
 
-def compare(tmp, ref, other, exact=False):
+def compare(tmp, ref, other, exact=False, steps=STEPS):
     a, b = metrics(os.path.join(tmp, ref)), metrics(os.path.join(tmp, other))
     check([l["step"] for l in a] == [l["step"] for l in b], f"{other}: the same steps as {ref}")
     for x, y in zip(a, b):
@@ -144,7 +159,7 @@ def compare(tmp, ref, other, exact=False):
               f"{ref}'s {x['val_top1']}/{x['val_top5']}")
     pa, pb = params(os.path.join(tmp, ref)), params(os.path.join(tmp, other))
     check(pa.keys() == pb.keys(), f"{other}: the parameter names of {ref}")
-    move = lr_sum() * (1 - 0.9) / math.sqrt(1 - 0.999)
+    move = lr_sum(steps) * (1 - 0.9) / math.sqrt(1 - 0.999)
     tol = 1e-3 * move
     worst = {}
     for k in pa:
@@ -189,6 +204,27 @@ def main():
         compare(tmp, "w2", "w2torchrun", exact=True)
         runs.run("w2srun", 2, env_style="srun")
         compare(tmp, "w2", "w2srun", exact=True)
+
+        # --online (features computed per batch from the videos): each rank decodes
+        # and runs the backbone for its share only; the same head as one process.
+        data = os.path.join(fixture, "data")
+        online = ["--online", "--list", os.path.join(data, "val.txt"), "--root", data,
+                  "--backbone", os.path.join(ROOT, "tests/fixtures/backbone/tiny_clip_openai.pt"),
+                  "--frames", "4", "--stride", "2", "--layers", "1,2",
+                  # fp32 compute and storage: a rank runs the backbone on batches of
+                  # another size, whose GEMM blockings change a feature by fp32 ulps;
+                  # rounding to fp16 (or bf16) then moves a few of them by a whole
+                  # fp16 ulp (5e-4 relative), and 4 steps carry that to ~4e-5
+                  "--backbone-precision", "fp32", "--dtype", "fp32"]
+        saved = runs.common
+        runs.common = strip_caches(saved) + online
+        r = subprocess.run(runs.cmd("o1", steps=4), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True,
+                           env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"))
+        check(r.returncode == 0, f"online, 1 rank: exit {r.returncode}:\n{r.stdout}")
+        runs.run("o2", 2, steps=4)
+        compare(tmp, "o1", "o2", steps=4)
+        runs.common = saved
 
         # Preemption: SIGTERM to every rank after step 4, then --resume on every rank.
         procs = runs.start("w2resume", 2)
