@@ -22,18 +22,22 @@ Per seed s (0..N-1):
     views of a clip per epoch);
   - evl_train_head --online --seed s, with and without RandAugment: a fresh
     view (temporal start, random resized crop, RandAugment) of every clip in
-    every epoch, no cache; its
-    views of epoch e are view e of the seed-s cache, so K = 8 and online share
-    their first 8 views.
+    every epoch, no cache; its views of epoch e are view e of the seed-s
+    cache, so K = 8 and online share their first 8 views.
 Bytes stored: the training cache's record bytes (every record's value, as
 `evl_cache info` counts "of records") and its size on disk (the shards'
 data.mdb); online stores nothing but decodes and runs the backbone every step
 (its samples/s is reported beside the cached runs').
 
+--long-steps N also trains every K of seed 0 for N steps (cached only): does
+a longer schedule change the picture?
+
 Every tool runs with --threads 1 and OMP_WAIT_POLICY=PASSIVE, one at a time.
-About 10 minutes per seed on a 2-core VM. Writes WORK/results.json,
-WORK/augmentation_vs_k.md (the table) and WORK/augmentation_vs_k.png
-(gnuplot); --docs DIR copies the two into DIR. Not part of `make test`.
+About 5 minutes per seed on a 2-core VM (most of it the online runs);
+--long-steps 800 adds about 8. A rerun reuses finished caches and heads.
+Writes WORK/results.json, WORK/augmentation_vs_k.md (the table) and
+WORK/augmentation_vs_k.png (gnuplot); --docs DIR copies the two into DIR.
+Not part of `make test`.
 
     augmentation_vs_k.py BIN_DIR --work DIR [--seeds 3] [--steps 200] [--long-steps 800]
         [--docs docs]
@@ -156,7 +160,7 @@ def mean_sd(v):
     return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else float("nan"))
 
 
-def plot(rows, online, png, title):
+def plot(rows, online, long_rows, png, title):
     if not shutil.which("gnuplot"):
         print("gnuplot not found: no plot")
         return
@@ -167,9 +171,20 @@ def plot(rows, online, png, title):
                 f.write(f"{r['record_bytes'] / 2**20:.4f} {100 * r['top1_mean']:.3f} "
                         f"{100 * r['top1_sd']:.3f} {r['k']}\n")
             f.write("\n\n")
+        for aug in AUGS:  # index 2, 3: the longer schedule, seed 0
+            for r in (r for r in long_rows if r["aug"] == aug):
+                f.write(f"{r['record_bytes'] / 2**20:.4f} {100 * r['top1']:.3f} 0 {r['k']}\n")
+            f.write("\n\n")
     om, osd = 100 * online["ra"]["top1_mean"], 100 * online["ra"]["top1_sd"]
     nm, nsd = 100 * online["none"]["top1_mean"], 100 * online["none"]["top1_sd"]
     sps = statistics.mean(o["samples_per_s"] for o in online.values())
+    long_plot = ""
+    if long_rows:
+        n = long_rows[0]["steps"]
+        long_plot = (f", \\\n     '{dat}' index 2 using 1:2 with linespoints lw 1 dt 3 pt 6 lc rgb '#1f77b4' "
+                     f"title 'cached, RandAugment, {n} steps (seed 0)', \\\n     '{dat}' index 3 using 1:2 "
+                     f"with linespoints lw 1 dt 3 pt 4 lc rgb '#d62728' title 'cached, no RandAugment, "
+                     f"{n} steps (seed 0)'")
     lo, hi = min(r["record_bytes"] for r in rows) / 2**20, max(r["record_bytes"] for r in rows) / 2**20
     script = f"""
 set terminal pngcairo size 900,560 font ",11"
@@ -179,7 +194,8 @@ set xlabel 'training cache stored (MiB, log scale): K = 1, 2, 4, 8 views per cli
 set ylabel 'val top-1 (%), mean +- sd over seeds'
 set logscale x 2
 set xrange [{lo / 1.5}:{hi * 1.5}]
-set key top left
+set key bottom right
+set yrange [0:{max([100 * r['top1'] for r in long_rows] + [om + osd, nm + nsd]) + 8:.0f}]
 set grid
 set object 1 rectangle from {lo / 1.5},{om - osd} to {hi * 1.5},{om + osd} fillstyle transparent solid 0.12 noborder fillcolor rgb '#1f77b4' behind
 set object 2 rectangle from {lo / 1.5},{nm - nsd} to {hi * 1.5},{nm + nsd} fillstyle transparent solid 0.12 noborder fillcolor rgb '#d62728' behind
@@ -188,7 +204,7 @@ plot '{dat}' index 0 using 1:2:3 with yerrorlines lw 2 pt 7 lc rgb '#1f77b4' tit
      '{dat}' index 1 using 1:2:3 with yerrorlines lw 2 pt 5 lc rgb '#d62728' title 'cached K views, no RandAugment', \\
      '' index 1 using 1:2:(sprintf('K=%d', $4)) with labels offset 0,-1.2 notitle, \\
      {om} with lines lw 2 dt 2 lc rgb '#1f77b4' title 'fresh online views, RandAugment (0 bytes stored; band: +- sd)', \\
-     {nm} with lines lw 2 dt 2 lc rgb '#d62728' title sprintf('fresh online views, no RandAugment (online: %.0f samples/s)', {sps})
+     {nm} with lines lw 2 dt 2 lc rgb '#d62728' title sprintf('fresh online views, no RandAugment (online: %.0f samples/s)', {sps}){long_plot}
 """
     subprocess.run(["gnuplot"], input=script.encode(), check=True)
 
@@ -201,7 +217,7 @@ def main():
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--long-steps", type=int, default=0,
-                    help="also train K = 1 and K = 8 of seed 0 (both augmentations, cached only) "
+                    help="also train every K of seed 0 (both augmentations, cached only) "
                          "for this many steps: does a longer schedule change the picture?")
     ap.add_argument("--docs", help="copy the table and the plot into this folder")
     a = ap.parse_args()
@@ -300,11 +316,12 @@ def main():
     long_rows = []
     if a.long_steps:
         for aug in AUGS:
-            for k in (1, 8):
+            for k in KS:
                 r = train(os.path.join(w, f"run-{aug}-k{k}-s0-{a.long_steps}steps"),
                           ["--cache", cache(aug, k, 0)], 0, a.long_steps)
                 short = per[(aug, k)][0]
                 long_rows.append({"aug": aug, "k": k, "steps": a.long_steps, "top1": r[0],
+                                  "record_bytes": cache_bytes(cache(aug, k, 0))[0],
                                   "train_loss": r[2], "top1_short": short[0],
                                   "train_loss_short": short[2]})
     secs = time.time() - t0
@@ -326,7 +343,7 @@ def main():
                      f"0 | {pct(o)} | {seeds(o)} | {o['train_loss']:.2f} | {o['samples_per_s']:.1f} |")
     head = (f"{n_train} training clips (12 per class), {n_val} validation clips, 10 classes "
             f"(chance 10%); {a.steps} steps x batch {BATCH} = {epochs:.1f} epochs; "
-            f"{a.seeds} seeds; {secs / 60:.0f} min.")
+            f"{a.seeds} seeds.")
     table = head + "\n\n" + "\n".join(lines) + "\n"
     if long_rows:
         n = long_rows[0]["steps"]
@@ -341,7 +358,7 @@ def main():
     print("\n" + table)
     md, png = os.path.join(w, "augmentation_vs_k.md"), os.path.join(w, "augmentation_vs_k.png")
     open(md, "w").write(table)
-    plot(rows, online, png, f"10-class synthetic motion, {n_train} training clips, "
+    plot(rows, online, long_rows, png, f"10-class synthetic motion, {n_train} training clips, "
                             f"{a.steps} steps x {BATCH} ({a.seeds} seeds)")
     json.dump({"steps": a.steps, "batch": BATCH, "lr": a.lr, "seeds": a.seeds,
                "train_clips": n_train, "val_clips": n_val, "rows": rows, "online": online,
