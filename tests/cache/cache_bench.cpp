@@ -40,11 +40,15 @@ Manifest vit_b16(StorageMode storage, DType dtype, bool quick) {
   m.frames = 8;
   if (quick) {  // tiny records so that --quick runs in a second
     m.backbone.width = 64;
+    m.backbone.heads = 4;
+    m.backbone.input_size = 64;  // grid x patch
     m.backbone.grid = 4;
     m.frames = 2;
   }
   m.storage = storage;
   m.dtype = dtype;
+  m.mean = {0.48145466, 0.4578275, 0.40821073};  // CLIP's (a manifest must name them)
+  m.std = {0.26862954, 0.26130258, 0.27577711};
   return m;
 }
 

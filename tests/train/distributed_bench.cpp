@@ -78,7 +78,8 @@ void write_cache(const fs::path& dir, const HeadConfig& h, int64_t clips) {
     }
   }
   cache::Manifest m;
-  m.backbone.file = "synthetic", m.backbone.hash = "bench", m.backbone.format = "openai-torchscript";
+  m.backbone.file = "synthetic", m.backbone.hash = "bench",
+  m.backbone.format = "openai-torchscript";
   m.backbone.width = h.width, m.backbone.depth = 12, m.backbone.heads = h.heads;
   m.backbone.patch = 16, m.backbone.grid = h.grid, m.backbone.input_size = 16 * h.grid;
   for (int64_t l = 0; l < h.decoder_layers; ++l) m.layers.push_back(12 - h.decoder_layers + l);
@@ -101,8 +102,7 @@ double allreduce_seconds(int64_t floats, int iters) {
     ranks.emplace_back([&, r] {
       DistFlags f;
       f.rank = r, f.world_size = 2, f.master_addr = "127.0.0.1", f.master_port = port;
-      Distributed d(resolve_dist_env(f, [](const char*) { return nullptr; }), "bench",
-                    torch::kCPU);
+      Distributed d(resolve_dist_env(f, [](const char*) { return nullptr; }), "bench", torch::kCPU);
       // The head's gradient as the trainer hands it over: one tensor per parameter.
       std::vector<torch::Tensor> grads;
       for (int64_t left = floats; left > 0; left -= 768 * 768)
@@ -121,19 +121,32 @@ double allreduce_seconds(int64_t floats, int iters) {
 // steps after the first.
 double train_samples_per_s(const fs::path& cache, const fs::path& out, int world, int threads,
                            int64_t steps, int64_t batch, int64_t heads) {
-  const std::string tool = (fs::read_symlink("/proc/self/exe").parent_path() / "evl_train_head").string();
+  const std::string tool =
+      (fs::read_symlink("/proc/self/exe").parent_path() / "evl_train_head").string();
   const int port = free_port();
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r) {
-    std::vector<std::string> args = {tool, "--cache", cache.string(), "--out", out.string(),
-                                     "--steps", std::to_string(steps), "--batch-size",
-                                     std::to_string(batch), "--heads", std::to_string(heads),
-                                     "--threads", std::to_string(threads),
-                                     "--log-every", "1", "--save-every", "0"};
+    std::vector<std::string> args = {tool,
+                                     "--cache",
+                                     cache.string(),
+                                     "--out",
+                                     out.string(),
+                                     "--steps",
+                                     std::to_string(steps),
+                                     "--batch-size",
+                                     std::to_string(batch),
+                                     "--heads",
+                                     std::to_string(heads),
+                                     "--threads",
+                                     std::to_string(threads),
+                                     "--log-every",
+                                     "1",
+                                     "--save-every",
+                                     "0"};
     if (world > 1)
-      for (const std::string& a : {std::string("--rank"), std::to_string(r),
-                                   std::string("--world-size"), std::to_string(world),
-                                   std::string("--master-port"), std::to_string(port)})
+      for (const std::string& a :
+           {std::string("--rank"), std::to_string(r), std::string("--world-size"),
+            std::to_string(world), std::string("--master-port"), std::to_string(port)})
         args.push_back(a);
     const pid_t pid = fork();
     if (pid == 0) {
@@ -160,7 +173,8 @@ double train_samples_per_s(const fs::path& cache, const fs::path& out, int world
     if (!l.empty()) lines.push_back(nlohmann::json::parse(l));
   // metrics' samples_per_s is cumulative from the first step's start.
   const double t1 = batch / lines.front()["samples_per_s"].get<double>();
-  const double tn = static_cast<double>(batch * steps) / lines.back()["samples_per_s"].get<double>();
+  const double tn =
+      static_cast<double>(batch * steps) / lines.back()["samples_per_s"].get<double>();
   return static_cast<double>(batch * (steps - 1)) / (tn - t1);
 }
 
@@ -174,13 +188,19 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] { return std::string(i + 1 < argc ? argv[++i] : ""); };
-    if (a == "--quick") quick = true;
-    else if (a == "--steps") steps = std::stoll(next());
-    else if (a == "--batch") batch = std::stoll(next());
-    else if (a == "--iters") iters = std::stoi(next());
-    else if (a == "--dir") dir = fs::path(next()) / "bench_distributed";
+    if (a == "--quick")
+      quick = true;
+    else if (a == "--steps")
+      steps = std::stoll(next());
+    else if (a == "--batch")
+      batch = std::stoll(next());
+    else if (a == "--iters")
+      iters = std::stoi(next());
+    else if (a == "--dir")
+      dir = fs::path(next()) / "bench_distributed";
     else {
-      std::cerr << "usage: bench_distributed [--quick] [--steps N] [--batch N] [--iters N] [--dir DIR]\n";
+      std::cerr
+          << "usage: bench_distributed [--quick] [--steps N] [--batch N] [--iters N] [--dir DIR]\n";
       return 2;
     }
   }

@@ -54,6 +54,7 @@ cache::Manifest vit_b16(StorageMode storage, DType dtype, bool quick) {
     m.backbone.width = 128;
     m.backbone.heads = 2;  // a width/heads that splits evenly (the Python loader checks)
     m.backbone.grid = 4;
+    m.backbone.input_size = 64;  // grid x patch (the manifest check)
     m.frames = 2;
   }
   m.storage = storage;
