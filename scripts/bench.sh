@@ -51,7 +51,7 @@ if [ -d "$bin" ]; then
   done
 fi
 
-rm -rf "$out/runs" "$out/tmp" "$out/results.json"  # keeps cached models (bench_extract)
+rm -rf "$out/runs" "$out/tmp" "$out/results.json" "$out/loadavg_samples"  # keeps cached models (bench_extract)
 mkdir -p "$out/runs" "$out/tmp"
 cat /proc/loadavg >"$out/loadavg_start"
 date -u +%Y-%m-%dT%H:%M:%SZ >"$out/started"
@@ -74,6 +74,7 @@ for name in "${names[@]}"; do
     args=${full_flags[$name]:-}
   fi
   echo "bench: $name $args"
+  cat /proc/loadavg >>"$out/loadavg_samples"
   t0=$(date +%s.%N)
   # shellcheck disable=SC2086  # args are words on purpose
   timeout --kill-after=10 "$per_bench_timeout" "$bin/$name" $args >"$log" 2>&1
