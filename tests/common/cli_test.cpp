@@ -262,3 +262,21 @@ TEST(Cli, ResolvedConfigKeepsDoublesExactAndVectorsAsRepeatedKeys) {
   EXPECT_EQ(blocks2, blocks);
   fs::remove(path);
 }
+
+TEST(Cli, PlaceholderInAnOptionNameIsAUsageErrorNotAHang) {
+  // Boost 1.74 would loop forever formatting the error for these names.
+  const auto ini = write_temp("evl_cli_percent.ini", "[t%canonical_option%x]\nlr = 1\n");
+  const std::string cfg_path = ini.string();
+  DemoConfig cfg;
+  po::variables_map vm;
+  try {
+    parse({"--config", cfg_path.c_str()}, cfg, vm);
+    FAIL() << "expected a usage error";
+  } catch (const evl::UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("evl_cli_percent.ini' line 1"), std::string::npos)
+        << e.what();
+  }
+  po::variables_map vm2;
+  EXPECT_THROW(parse({"--x%canonical_option%", "1"}, cfg, vm2), evl::UsageError);
+  fs::remove(ini);
+}
