@@ -89,22 +89,30 @@ std::string shorten_defaults(const std::string& help, const std::set<std::string
 
 namespace {
 
-// Boost 1.74 formats its errors by replacing placeholders such as
-// %canonical_option% with the option's name, again and again while one is
-// left: a name that holds a placeholder never finishes (found by fuzzing
-// --config, tests/fuzz/ini_fuzz.cpp). No evl option has a '%' in its name, so
-// section and key names with one are refused before Boost sees them.
-void check_option_names(const std::string& text, const std::string& path) {
+// Boost 1.74 formats an error by replacing each placeholder (%canonical_option%,
+// %value%, ...) in its message with a name or a value, again and again while
+// one is left: a name or value that itself holds a placeholder never finishes
+// (found by fuzzing --config, tests/fuzz/ini_fuzz.cpp: evl_* hung on such a
+// section, key or value). So no flag, key or value may hold `%word%`.
+bool has_placeholder(const std::string& s) {
+  for (size_t open = s.find('%'); open != std::string::npos; open = s.find('%', open + 1)) {
+    size_t i = open + 1;
+    while (i < s.size() && (std::isalpha(static_cast<unsigned char>(s[i])) || s[i] == '_')) ++i;
+    if (i > open + 1 && i < s.size() && s[i] == '%') return true;
+  }
+  return false;
+}
+
+void check_placeholders(const std::string& text, const std::string& path) {
   std::istringstream lines(text);
   int64_t n = 0;
   for (std::string line; std::getline(lines, line);) {
     ++n;
     const size_t start = line.find_first_not_of(" \t");
     if (start == std::string::npos || line[start] == '#') continue;
-    const std::string name = line[start] == '[' ? line : line.substr(0, line.find('='));
-    if (name.find('%') != std::string::npos)
+    if (has_placeholder(line))
       throw UsageError(str("config file '", path, "' line ", n,
-                           ": no evl option or section has a '%' in its name"));
+                           ": '%...%' is not allowed in evl options or values"));
   }
 }
 
@@ -124,12 +132,11 @@ bool parse(const Tool& tool, int argc, const char* const argv[],
   po::options_description all;
   all.add(generic).add(options);
 
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a.size() > 1 && a[0] == '-' && a.substr(0, a.find('=')).find('%') != std::string::npos)
-      throw UsageError(str("option '", a.substr(0, a.find('=')),
-                           "': no evl option has a '%' in its name (see ", tool.name, " --help)"));
-  }
+  for (int i = 1; i < argc; ++i)
+    if (has_placeholder(argv[i]))
+      throw UsageError(str("argument '", argv[i],
+                           "': '%...%' is not allowed in evl options or values (see ", tool.name,
+                           " --help)"));
   try {
     po::command_line_parser parser(argc, argv);
     // No prefix guessing: `--thread 4` must not silently mean `--threads 4`.
@@ -162,7 +169,7 @@ bool parse(const Tool& tool, int argc, const char* const argv[],
       if (!file) throw UsageError(str("config file '", path, "': cannot be opened"));
       const std::string text((std::istreambuf_iterator<char>(file)),
                              std::istreambuf_iterator<char>());
-      check_option_names(text, path);
+      check_placeholders(text, path);
       std::istringstream in(text);
       try {
         // Values already stored from the command line are not overwritten.

@@ -263,8 +263,8 @@ TEST(Cli, ResolvedConfigKeepsDoublesExactAndVectorsAsRepeatedKeys) {
   fs::remove(path);
 }
 
-TEST(Cli, PlaceholderInAnOptionNameIsAUsageErrorNotAHang) {
-  // Boost 1.74 would loop forever formatting the error for these names.
+TEST(Cli, PlaceholderInAnOptionOrValueIsAUsageErrorNotAHang) {
+  // Boost 1.74 would loop forever formatting the error for these.
   const auto ini = write_temp("evl_cli_percent.ini", "[t%canonical_option%x]\nlr = 1\n");
   const std::string cfg_path = ini.string();
   DemoConfig cfg;
@@ -278,5 +278,18 @@ TEST(Cli, PlaceholderInAnOptionNameIsAUsageErrorNotAHang) {
   }
   po::variables_map vm2;
   EXPECT_THROW(parse({"--x%canonical_option%", "1"}, cfg, vm2), evl::UsageError);
+  const auto ini2 = write_temp("evl_cli_percent_value.ini", "# 50%\nframes = x%value%'\n");
+  const std::string cfg_path2 = ini2.string();
+  po::variables_map vm3;
+  try {
+    parse({"--config", cfg_path2.c_str()}, cfg, vm3);
+    FAIL() << "expected a usage error";
+  } catch (const evl::UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("evl_cli_percent_value.ini' line 2"), std::string::npos)
+        << e.what();
+  }
+  po::variables_map vm4;
+  EXPECT_TRUE(parse({"--name", "50% done"}, cfg, vm4));  // a lone '%' is fine
   fs::remove(ini);
+  fs::remove(ini2);
 }
