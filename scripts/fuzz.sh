@@ -33,6 +33,7 @@ printf 'target\tseconds\texecs\texecs_per_s\tfindings\n' >"$summary"
 failed=0
 for t in $FUZZ_TARGETS; do
   work="$FUZZ_BUILD_DIR/corpus/$t" findings="$FUZZ_BUILD_DIR/findings/$t"
+  rm -rf "$findings"  # this run's findings only (copy keepers to tests/fuzz/crashers/)
   mkdir -p "$work" "$findings" "tests/fuzz/corpus/$t" "$seeds/$t"
   log="$FUZZ_BUILD_DIR/fuzz_$t.log"
   echo "fuzz: $t for ${FUZZ_SECONDS}s (log $log)"
