@@ -1,7 +1,7 @@
 # The front door (README.md):
 #   make demo   set up, build, and run the end-to-end demo on generated data
 #   make test   set up, build, and run the test suite (what CI runs)
-# Also: make setup | build | bench | format | format-check | sanitize | clean.
+# Also: make setup | build | bench | format | format-check | sanitize | fuzz | clean.
 # BUILD_DIR, JOBS, CMAKE_FLAGS override.
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
@@ -12,7 +12,7 @@ CMAKE_FLAGS ?=
 # keeps idle OpenMP workers from spinning against BLAS threads (~30% on 2 cores).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup configure build test test-all demo bench format format-check sanitize clean
+.PHONY: setup configure build test test-all demo bench format format-check sanitize fuzz clean
 
 setup:
 	@bash scripts/setup.sh
@@ -43,6 +43,12 @@ format-check:
 # The unit tests under AddressSanitizer + UBSan, in build-asan/ (scripts/ci_sanitize.sh).
 sanitize: setup
 	@JOBS=$(JOBS) CMAKE_FLAGS="$(CMAKE_FLAGS)" bash scripts/ci_sanitize.sh
+
+# The libFuzzer targets (tests/fuzz/, clang + ASan + UBSan, in build-fuzz/), each
+# run FUZZ_SECONDS (default 60) one after another; prints execs and execs/s.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(JOBS) CMAKE_FLAGS="$(CMAKE_FLAGS)" bash scripts/fuzz.sh
 
 clean:
 	@rm -rf $(BUILD_DIR)

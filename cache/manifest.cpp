@@ -5,8 +5,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <type_traits>
 
 #include "cache/cache.h"
 #include "cache/lmdb_env.h"
@@ -87,11 +89,39 @@ std::string Manifest::to_json() const {
 
 namespace {
 
+template <typename T>
+struct is_int_vector : std::false_type {};
+template <typename T>
+struct is_int_vector<std::vector<T>> : std::is_integral<T> {};
+
+// nlohmann converts a float to an integer field with a plain cast (undefined
+// for 2.2e71): an integer field must hold integers, and in the range of T.
+template <typename T>
+void check_integers(const json& v, const char* name, const std::string& where) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    if (!v.is_number()) return;  // a string, a bool, ...: get<T>'s type error says so
+    EVL_CHECK(v.is_number_integer(), where, ": field '", name, "' is ", v.dump(),
+              ", not an integer");
+    if (v.is_number_unsigned())
+      EVL_CHECK(v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max()), where,
+                ": field '", name, "' is ", v.dump(), ", out of range");
+    else
+      EVL_CHECK(v.get<int64_t>() >= static_cast<int64_t>(std::numeric_limits<T>::min()) &&
+                    (std::is_unsigned_v<T> ||
+                     v.get<int64_t>() <= static_cast<int64_t>(std::numeric_limits<T>::max())),
+                where, ": field '", name, "' is ", v.dump(), ", out of range");
+  } else if constexpr (is_int_vector<T>::value) {
+    if (v.is_array())
+      for (const auto& e : v) check_integers<typename T::value_type>(e, name, where);
+  }
+}
+
 // Reads j[name] into out, with an error naming the file and the field.
 template <typename T>
 void field(const json& j, const char* name, T& out, const std::string& where) {
   auto it = j.find(name);
   EVL_CHECK(it != j.end(), where, ": missing field '", name, "'");
+  check_integers<T>(*it, name, where);
   try {
     out = it->get<T>();
   } catch (const json::exception& e) {

@@ -271,21 +271,31 @@ QuantLayout quant_layout(DType dtype, const std::vector<int64_t>& shape) {
   EVL_CHECK(!shape.empty() && shape.back() >= 1,
             "a quantized array needs a last (channel) axis of at least 1, got ", shape.size(),
             " dims", shape.empty() ? "" : " ending in " + std::to_string(shape.back()));
+  // Every product below is overflow-checked: a shape read from a file may
+  // hold a zero (so its element count is small) beside huge dimensions.
+  constexpr int64_t kLimit = int64_t(1) << 48;
+  auto mul = [&](int64_t a, int64_t b) {
+    int64_t r = 0;
+    EVL_CHECK(a >= 0 && b >= 0 && !__builtin_mul_overflow(a, b, &r) && r < kLimit,
+              "a quantized array of ", shape.size(), " dims ending in ", shape.back(),
+              " is too large (sizes overflow)");
+    return r;
+  };
   QuantLayout l;
   int64_t numel = 1;
-  for (const int64_t d : shape) numel *= d;
+  for (const int64_t d : shape) numel = mul(numel, d);
   l.width = shape.back();
   l.rows = numel / l.width;
   l.groups = (l.width + kQuantGroup - 1) / kQuantGroup;
   l.scales_offset = align64(static_cast<size_t>(numel));
-  l.columns_offset = l.scales_offset + 2 * static_cast<size_t>(l.rows * l.groups);
+  l.columns_offset = l.scales_offset + 2 * static_cast<size_t>(mul(l.rows, l.groups));
   l.bytes = l.columns_offset;
   if (has_outlier_channels(dtype)) {
     l.slices = shape.size() >= 3 ? shape[0] : 1;
     l.slice_rows = l.slices > 0 ? l.rows / l.slices : 0;
-    l.bytes += 2 * static_cast<size_t>(l.slices * l.width);
+    l.bytes += 2 * static_cast<size_t>(mul(l.slices, l.width));
     l.centers_offset = l.bytes;
-    if (has_column_centers(dtype)) l.bytes += 2 * static_cast<size_t>(l.slices * l.width);
+    if (has_column_centers(dtype)) l.bytes += 2 * static_cast<size_t>(mul(l.slices, l.width));
   }
   return l;
 }

@@ -279,7 +279,7 @@ RecordView decode_record(const void* data, size_t size, const std::string& where
     need(4);
     const uint32_t name_len = get<uint32_t>(p + pos);
     pos += 4;
-    need(name_len + 4);
+    need(uint64_t{name_len} + 4);  // 64-bit: a name_len near 2^32 must not wrap
     std::string name(reinterpret_cast<const char*>(p + pos), name_len);
     pos += name_len;
     ArrayView v;
@@ -307,6 +307,12 @@ RecordView decode_record(const void* data, size_t size, const std::string& where
       EVL_CHECK(v.shape.back() >= 0 && v.shape.back() < (int64_t(1) << 40), where, ": array '",
                 name, "' has dimension ", v.shape.back());
     }
+    // The element count too: eight dimensions below 2^40 each still overflow
+    // int64 (numel, array_bytes) unless their product is bounded.
+    int64_t elems = 1;
+    for (const int64_t d : v.shape)
+      EVL_CHECK(!__builtin_mul_overflow(elems, d, &elems) && elems < (int64_t(1) << 48), where,
+                ": array '", name, "' has shape ", shape_str(v.shape), ", too many elements");
     const uint64_t offset = get<uint64_t>(p + pos), nbytes = get<uint64_t>(p + pos + 8);
     pos += 16;
     EVL_CHECK(!quantized || v.shape.back() >= 1, where, ": ", to_string(v.dtype), " array '", name,

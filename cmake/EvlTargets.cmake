@@ -4,7 +4,8 @@
 # evl_target_defaults(<target>): warnings and sanitizers, applied per target so
 # that third-party headers (included as -isystem by imported targets) stay quiet.
 function(evl_target_defaults target)
-  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow=local
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic
+                                           $<$<CXX_COMPILER_ID:GNU>:-Wshadow=local>
                                            -Wno-unused-parameter)
   if(EVL_WARNINGS_AS_ERRORS)
     target_compile_options(${target} PRIVATE -Werror)

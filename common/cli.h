@@ -19,6 +19,7 @@
 
 #include <boost/program_options.hpp>
 #include <functional>
+#include <set>
 #include <string>
 
 namespace evl::cli {
@@ -50,6 +51,22 @@ bool parse(const Tool& tool, int argc, const char* const argv[],
 // Runs `body`, turning exceptions into exit codes with `error: <what>` on stderr:
 // evl::UsageError and Program_options errors -> 2, anything else -> 1.
 int run(const Tool& tool, const std::function<int()>& body);
+
+// Boost.Program_options prints a double default with 17 digits
+// ("(=0.00040000000000000002)") and a float one with 9 ("(=0.0500000007)").
+// Returns `help` with each such default in its shortest round-trip form
+// ("(=0.0004)", "(=0.05)"), padded so the description column stays aligned.
+// `float_options` names the options (long names) whose values are floats: a
+// text alone cannot tell a float's 9 digits from a double's. parse() applies
+// it to --help.
+std::string shorten_defaults(const std::string& help,
+                             const std::set<std::string>& float_options = {});
+
+// Shortest text that reads back as exactly `x`: a plain decimal for
+// exponents -5 to 16 (float: 8) ("0.0004", "0.3333333333333333"), else
+// scientific without padding ("1e-300").
+std::string shortest(double x);
+std::string shortest(float x);
 
 // Every option in `vm` that holds a value, as INI text that `--config` reads
 // back (dotted names become sections). Used to record a run's resolved config.

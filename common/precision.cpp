@@ -2,6 +2,10 @@
 // __builtin_cpu_supports, which also checks that the OS saves the AVX-512 state.
 #include "common/precision.h"
 
+#if defined(__clang__)
+#include <cpuid.h>
+#endif
+
 #include "common/check.h"
 #include "common/log.h"
 
@@ -26,11 +30,24 @@ Precision parse_precision(const std::string& name, const std::string& flag) {
   EVL_THROW(UsageError, flag, " '", name, "': expected auto, fp32, bf16 or fp16");
 }
 
+// AMX: GCC's __builtin_cpu_supports knows it; clang 14 (the fuzz build,
+// tests/fuzz/) does not, so there the CPUID bits (leaf 7, EDX 22 and 24) are read.
+#if defined(__clang__)
+static bool cpu_has_amx(int edx_bit) {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((d >> edx_bit) & 1u);
+}
+#define EVL_CPU_AMX_BF16 cpu_has_amx(22)
+#define EVL_CPU_AMX_TILE cpu_has_amx(24)
+#else
+#define EVL_CPU_AMX_BF16 __builtin_cpu_supports("amx-bf16")
+#define EVL_CPU_AMX_TILE __builtin_cpu_supports("amx-tile")
+#endif
+
 CpuBf16 cpu_bf16_support() {
   static const CpuBf16 kind = [] {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16"))
-      return CpuBf16::kNative;
+    if (__builtin_cpu_supports("avx512bf16") || EVL_CPU_AMX_BF16) return CpuBf16::kNative;
     // LibTorch 1.13 routes bf16 matmuls to oneDNN when cpuinfo reports these three.
     if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512dq"))
@@ -62,8 +79,8 @@ std::string cpu_precision_flags() {
   add(__builtin_cpu_supports("avx512f"), "avx512f");
   add(__builtin_cpu_supports("avx512bw"), "avx512bw");
   add(__builtin_cpu_supports("avx512bf16"), "avx512_bf16");
-  add(__builtin_cpu_supports("amx-bf16"), "amx_bf16");
-  add(__builtin_cpu_supports("amx-tile"), "amx_tile");
+  add(EVL_CPU_AMX_BF16, "amx_bf16");
+  add(EVL_CPU_AMX_TILE, "amx_tile");
   return out.empty() ? "none" : out;
 }
 

@@ -320,6 +320,13 @@ struct Wire {
     at += n;
     return bytes.substr(at - n, n);
   }
+  // A count read from the reply, checked against what is left of it before
+  // anything is allocated for it (each item takes at least `item_bytes`).
+  size_t count(size_t item_bytes) {
+    const auto n = get<uint64_t>();
+    EVL_CHECK(n <= (bytes.size() - at) / item_bytes, "score reader: short reply");
+    return static_cast<size_t>(n);
+  }
 };
 
 std::string encode(const ScoreFile& f) {
@@ -340,11 +347,11 @@ std::string encode(const ScoreFile& f) {
 
 ScoreFile decode(Wire& w) {
   ScoreFile f;
-  f.scores.resize(w.get<uint64_t>());
+  f.scores.resize(w.count(sizeof(float)));
   for (auto& v : f.scores) v = w.get<float>();
-  f.labels.resize(w.get<uint64_t>());
+  f.labels.resize(w.count(sizeof(int64_t)));
   for (auto& v : f.labels) v = w.get<int64_t>();
-  f.video_ids.resize(w.get<uint64_t>());
+  f.video_ids.resize(w.count(sizeof(uint64_t)));
   for (auto& id : f.video_ids) id = w.get_string();
   f.kind = w.get<uint8_t>() ? ScoreKind::kLogits : ScoreKind::kProbabilities;
   f.num_views = w.get<int64_t>();

@@ -15,6 +15,7 @@ struct ExtractConfig {
   // inputs and outputs
   std::string list;      // dataset list: `<path> <label> [start end]` or Kinetics CSV
   std::string root;      // prefix for relative paths in the list
+  std::string labels;    // label map for class-name labels (read_label_map; "" = none)
   std::string backbone;  // OpenAI CLIP .pt or Hugging Face .safetensors
   std::string out;       // cache directory
   std::string failures;  // TSV of videos that failed (default <out>/failures[-<shard>].tsv)

@@ -32,6 +32,9 @@ po::options_description make_options(evl::ExtractConfig& c) {
       "list", po::value(&c.list),
       "dataset list: `<path> <label> [start_sec end_sec]` per line, or a Kinetics CSV")(
       "root", po::value(&c.root)->default_value(c.root), "prefix for relative paths in the list")(
+      "labels", po::value(&c.labels),
+      "label map for lists whose labels are class names: one name per line (line n = class n), "
+      "or `<id>: <name>` lines")(
       "backbone", po::value(&c.backbone),
       "CLIP weights: OpenAI TorchScript .pt or Hugging Face .safetensors")(
       "out", po::value(&c.out), "cache directory (created; rerunning resumes)")(

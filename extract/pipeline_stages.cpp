@@ -170,7 +170,8 @@ ExtractionJob::ExtractionJob(const ExtractConfig& cfg)
   torch::set_num_threads(threads_);
 
   // The list and this task's slice of it, in whole groups (see the header).
-  entries_ = read_dataset_list(cfg_.list);
+  entries_ = read_dataset_list(
+      cfg_.list, cfg_.labels.empty() ? std::vector<std::string>{} : read_label_map(cfg_.labels));
   if (cfg_.limit > 0 && static_cast<int64_t>(entries_.size()) > cfg_.limit)
     entries_.resize(static_cast<size_t>(cfg_.limit));
   views_per_clip_ = cfg_.views.views_per_clip();
@@ -390,7 +391,7 @@ std::string ExtractionJob::write(Batch& batch) {
       r.clip_index = w->clip_index;
       r.view_index = view.view_index;
       r.key = cache::make_key(w->clip_index, view.view_index);
-      r.video_id = w->entry->path;
+      r.video_id = w->entry->id;
       r.label = w->entry->label;
       r.view = view.description;
       const auto vi = static_cast<int64_t>(v);

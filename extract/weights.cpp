@@ -133,11 +133,16 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), map_(ne
     EVL_CHECK(it != dtype_codes().end(), where, "unsupported dtype '", code, "'");
     e.dtype = it->second;
     EVL_CHECK(v["shape"].is_array(), where, "shape is not an array");
+    // Each dimension and their product range-checked: a product that wraps
+    // (2^32 x 2^32) would match an empty data span and view memory it lacks.
     uint64_t numel = 1;
     for (const auto& d : v["shape"]) {
       EVL_CHECK(d.is_number_unsigned(), where, "shape has a non-integer or negative entry");
-      e.shape.push_back(d.get<int64_t>());
-      numel *= d.get<uint64_t>();
+      const uint64_t n = d.get<uint64_t>();
+      EVL_CHECK(n < (uint64_t(1) << 40) && !__builtin_mul_overflow(numel, n, &numel) &&
+                    numel < (uint64_t(1) << 48),
+                where, "shape ", v["shape"].dump(), " is absurd");
+      e.shape.push_back(static_cast<int64_t>(n));
     }
     const auto& off = v["data_offsets"];
     EVL_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() &&
@@ -334,30 +339,39 @@ ClipWeights read_hf_safetensors(const std::string& path) {
       "': no config.json beside it ('", cfg.string(),
       "'); Hugging Face safetensors need their config.json (num_attention_heads, hidden_act)");
   {
-    nlohmann::json j;
-    try {
-      std::ifstream f(cfg);
-      j = nlohmann::json::parse(f);
-    } catch (const std::exception& e) {
-      EVL_THROW(Error, "'", cfg.string(), "': not valid JSON: ", e.what());
-    }
-    EVL_CHECK(j.is_object(), "'", cfg.string(), "': not a JSON object");
-    const auto& vc = j.contains("vision_config") ? j["vision_config"] : j;
-    EVL_CHECK(vc.is_object(), "'", cfg.string(), "': 'vision_config' is not an object");
-    if (vc.contains("hidden_act")) {
-      EVL_CHECK(vc["hidden_act"].is_string(), "'", cfg.string(), "': 'hidden_act' is not a string");
-      w.activation = vc["hidden_act"].get<std::string>();
-    }
-    EVL_CHECK(vc.contains("num_attention_heads"), "'", cfg.string(),
-              "': no 'num_attention_heads' (in 'vision_config' for a CLIPModel config)");
-    EVL_CHECK(vc["num_attention_heads"].is_number_integer() &&
-                  vc["num_attention_heads"].get<int64_t>() > 0,
-              "'", cfg.string(), "': 'num_attention_heads' is ", vc["num_attention_heads"].dump(),
-              ", expected a positive integer");
-    w.heads = vc["num_attention_heads"].get<int64_t>();
+    std::ifstream f(cfg, std::ios::binary);
+    EVL_CHECK(f, "'", cfg.string(), "': cannot open (", std::strerror(errno), ")");
+    const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const HfVisionConfig c = parse_hf_vision_config(text, cfg.string());
+    w.heads = c.heads;
+    w.activation = c.activation;
   }
   if (w.activation.empty()) w.activation = "quick_gelu";  // HF CLIPVisionConfig's default
   return w;
+}
+
+HfVisionConfig parse_hf_vision_config(const std::string& text, const std::string& where) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const std::exception& e) {
+    EVL_THROW(Error, "'", where, "': not valid JSON: ", e.what());
+  }
+  EVL_CHECK(j.is_object(), "'", where, "': not a JSON object");
+  const auto& vc = j.contains("vision_config") ? j["vision_config"] : j;
+  EVL_CHECK(vc.is_object(), "'", where, "': 'vision_config' is not an object");
+  HfVisionConfig c;
+  if (vc.contains("hidden_act")) {
+    EVL_CHECK(vc["hidden_act"].is_string(), "'", where, "': 'hidden_act' is not a string");
+    c.activation = vc["hidden_act"].get<std::string>();
+  }
+  EVL_CHECK(vc.contains("num_attention_heads"), "'", where,
+            "': no 'num_attention_heads' (in 'vision_config' for a CLIPModel config)");
+  const auto& heads = vc["num_attention_heads"];
+  EVL_CHECK(heads.is_number_integer() && heads.get<int64_t>() > 0, "'", where,
+            "': 'num_attention_heads' is ", heads.dump(), ", expected a positive integer");
+  c.heads = heads.get<int64_t>();
+  return c;
 }
 
 ClipWeights read_clip_weights(const std::string& path) {

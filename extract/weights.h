@@ -51,6 +51,16 @@ ClipWeights read_openai_torchscript(const std::string& path);
 ClipWeights read_hf_safetensors(const std::string& path);  // honours <dir>/config.json
 ClipWeights read_clip_weights(const std::string& path);    // dispatches on the format
 
+// What evl reads from a Hugging Face config.json (CLIPVisionConfig, or a CLIPModel
+// config with it under "vision_config"): num_attention_heads (required, > 0) and
+// hidden_act ("" when absent). Throws evl::Error naming `where` for invalid JSON,
+// a non-object, a missing or non-positive head count, a non-string activation.
+struct HfVisionConfig {
+  int64_t heads = 0;
+  std::string activation;
+};
+HfVisionConfig parse_hf_vision_config(const std::string& json_text, const std::string& where);
+
 // Reads width, depth, patch, grid and embed_dim from the tensors and checks every key:
 // missing, unexpected and mis-shaped keys are listed by name in one evl::Error that names
 // `path`. heads = weights.heads or width / 64.

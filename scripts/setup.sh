@@ -23,6 +23,11 @@ packages=(
   # the TensorBoard event test decodes with python3-protobuf from a .proto (protoc)
   python3-protobuf protobuf-compiler
 )
+# `make fuzz` (scripts/fuzz.sh) only: clang with its libFuzzer and sanitizer
+# runtimes. The normal build and its replay of the fuzz corpus need neither.
+if [ "${1:-}" = "--fuzz" ]; then
+  packages+=(clang libclang-rt-14-dev)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "common/check.h"
 
@@ -99,7 +101,7 @@ class Unpickler {
           break;
         }
         case 't':
-          push(c10::ivalue::Tuple::create(pop_mark()));
+          push(make_tuple(pop_mark()));
           break;
         case 0x85:
           push(tuple_of(1));
@@ -140,26 +142,37 @@ class Unpickler {
         case 's': {
           auto value = pop();
           auto key = pop();
-          dict_at_top("SETITEM").insert_or_assign(std::move(key), std::move(value));
+          check_key(key);
+          auto dict = dict_at_top("SETITEM");
+          insert_into(top(), value);
+          dict.insert_or_assign(std::move(key), std::move(value));
           break;
         }
         case 'u': {
           auto items = pop_mark();
           EVL_CHECK(items.size() % 2 == 0, where(), "SETITEMS with an odd number of items");
           auto dict = dict_at_top("SETITEMS");
-          for (size_t i = 0; i < items.size(); i += 2)
+          for (size_t i = 0; i < items.size(); i += 2) {
+            check_key(items[i]);
+            insert_into(top(), items[i + 1]);
             dict.insert_or_assign(items[i], items[i + 1]);
+          }
           break;
         }
         case 'a': {
           auto value = pop();
-          list_at_top("APPEND").push_back(std::move(value));
+          auto list = list_at_top("APPEND");
+          insert_into(top(), value);
+          list.push_back(std::move(value));
           break;
         }
         case 'e': {
           auto items = pop_mark();
           auto list = list_at_top("APPENDS");
-          for (auto& v : items) list.push_back(std::move(v));
+          for (auto& v : items) {
+            insert_into(top(), v);
+            list.push_back(std::move(v));
+          }
           break;
         }
         case '.':
@@ -237,7 +250,52 @@ class Unpickler {
     EVL_CHECK(stack_.size() >= n, "'", path_, "': malformed pickle (short TUPLE)");
     std::vector<c10::IValue> items(stack_.end() - static_cast<long>(n), stack_.end());
     stack_.resize(stack_.size() - n);
-    return c10::ivalue::Tuple::create(std::move(items));
+    return make_tuple(std::move(items));
+  }
+  static bool is_container(const c10::IValue& v) {
+    return v.isGenericDict() || v.isList() || v.isTuple();
+  }
+  int depth_of(const c10::IValue& v) const {
+    if (!is_container(v)) return 0;
+    auto it = depth_.find(v.internalToPointer());
+    return it == depth_.end() ? 1 : it->second;
+  }
+  // Containers form a tree (or a DAG, through the memo), never a cycle, and
+  // nest at most kMaxDepth deep: a container is frozen once it is placed in
+  // another (torch.save's pickles fill a dict or list before that), so its
+  // depth is known when it is placed. A cycle would leak and send any walk
+  // over the checkpoint round forever; a deep chain overflows the stack in
+  // LibTorch's recursive destructors.
+  static constexpr int kMaxDepth = 100;
+  void insert_into(const c10::IValue& target, const c10::IValue& value) {
+    const void* t = target.internalToPointer();
+    EVL_CHECK(!owned_.count(t), where(),
+              "a dict or list is filled after it was placed in another (a recursive pickle?)");
+    if (!is_container(value)) return;
+    const void* v = value.internalToPointer();
+    EVL_CHECK(v != t, where(), "a dict or list contains itself");
+    own(value);
+    const int d = depth_of(value) + 1;
+    EVL_CHECK(d <= kMaxDepth, where(), "containers nested deeper than ", kMaxDepth);
+    depth_[t] = std::max(depth_of(target), d);
+    keep_.push_back(target);
+  }
+  void own(const c10::IValue& value) {
+    owned_.insert(value.internalToPointer());
+    keep_.push_back(value);  // so that no address in owned_/depth_ is reused
+  }
+  c10::IValue make_tuple(std::vector<c10::IValue> items) {
+    int d = 1;
+    for (const auto& item : items)
+      if (is_container(item)) {
+        own(item);
+        d = std::max(d, depth_of(item) + 1);
+      }
+    EVL_CHECK(d <= kMaxDepth, where(), "containers nested deeper than ", kMaxDepth);
+    c10::IValue tuple = c10::ivalue::Tuple::create(std::move(items));
+    depth_[tuple.internalToPointer()] = d;
+    keep_.push_back(tuple);
+    return tuple;
   }
   c10::IValue memo(uint32_t i) {
     auto it = memo_.find(i);
@@ -251,6 +309,13 @@ class Unpickler {
   c10::impl::GenericList list_at_top(const char* op) {
     EVL_CHECK(top().isList(), "'", path_, "': ", op, " on a value that is not a list");
     return top().toList();
+  }
+  // Dict keys: what a state dict or a config uses. LibTorch's dict hashes a
+  // key and throws std::runtime_error for a tuple, list or tensor one.
+  void check_key(const c10::IValue& key) const {
+    EVL_CHECK(key.isString() || key.isInt() || key.isDouble() || key.isBool() || key.isNone(),
+              where(), "a dict key of type ", key.tagKind(),
+              " (only strings, numbers, bools and None are read)");
   }
   static bool is_global(const c10::IValue& v, const std::string& name) {
     return v.isString() && v.toStringRef() == kGlobalPrefix + name;
@@ -312,11 +377,18 @@ class Unpickler {
                 "': malformed _rebuild_tensor_v2 arguments (sizes, strides and offset disagree)");
       for (const int64_t d : size)
         EVL_CHECK(d < (int64_t(1) << 40), "'", path_, "': tensor dimension ", d, " is absurd");
-      int64_t extent = a[1].toInt() + 1;
-      for (size_t i = 0; i < size.size(); ++i) extent += (size[i] - 1) * stride[i];
-      EVL_CHECK(size.empty() || std::find(size.begin(), size.end(), 0) != size.end() ||
-                    extent <= storage.numel(),
-                "'", path_, "': tensor view exceeds its storage");
+      // The last element the view reaches, in overflow-checked arithmetic: a
+      // stride or offset near 2^63 must be refused, not wrap to a small extent.
+      const bool empty = std::find(size.begin(), size.end(), 0) != size.end();
+      int64_t extent = 0;
+      bool overflow = __builtin_add_overflow(a[1].toInt(), int64_t{1}, &extent);
+      for (size_t i = 0; i < size.size() && !empty; ++i) {
+        int64_t step = 0;
+        overflow |= __builtin_mul_overflow(size[i] - 1, stride[i], &step) ||
+                    __builtin_add_overflow(extent, step, &extent);
+      }
+      EVL_CHECK(empty || (!overflow && extent <= storage.numel()), "'", path_,
+                "': tensor view exceeds its storage");
       return storage.as_strided(size, stride, a[1].toInt());
     }
     // LibTorch's pickle_save tags typed containers; the value is the first argument.
@@ -347,6 +419,9 @@ class Unpickler {
   std::vector<size_t> marks_;
   std::map<uint32_t, c10::IValue> memo_;
   std::map<std::string, torch::Tensor> storages_;
+  std::unordered_set<const void*> owned_;       // containers placed in another
+  std::unordered_map<const void*, int> depth_;  // nesting depth of containers
+  std::vector<c10::IValue> keep_;               // keeps those addresses alive
 };
 
 }  // namespace
@@ -363,11 +438,23 @@ c10::IValue read_torch_file(const std::string& path) {
   }
   EVL_CHECK(archive->hasRecord("data.pkl"), "'", path, "': the archive has no data.pkl");
   auto [ptr, size] = archive->getRecord("data.pkl");
-  Unpickler unpickler(path, *archive, static_cast<const uint8_t*>(ptr.get()), size);
+  return read_torch_pickle(ptr.get(), size, *archive, path);
+}
+
+c10::IValue read_torch_pickle(const void* pickle, size_t size,
+                              caffe2::serialize::PyTorchStreamReader& archive,
+                              const std::string& where) {
+  Unpickler unpickler(where, archive, static_cast<const uint8_t*>(pickle), size);
   try {
     return unpickler.run();
   } catch (const c10::Error& e) {
-    EVL_THROW(Error, "'", path, "': ", std::string(e.what_without_backtrace()).substr(0, 300));
+    EVL_THROW(Error, "'", where, "': ", std::string(e.what_without_backtrace()).substr(0, 300));
+  } catch (const Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {  // LibTorch's plain runtime_errors (containers, hashing)
+    EVL_THROW(Error, "'", where, "': malformed pickle: ", std::string(e.what()).substr(0, 300));
   }
 }
 

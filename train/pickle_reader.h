@@ -10,7 +10,12 @@
 
 #include <torch/torch.h>
 
+#include <cstddef>
 #include <string>
+
+namespace caffe2::serialize {
+class PyTorchStreamReader;
+}
 
 namespace evl {
 
@@ -19,5 +24,13 @@ namespace evl {
 // and the problem (not a zip, no data.pkl, unsupported opcode or global,
 // truncated pickle, missing storage record).
 c10::IValue read_torch_file(const std::string& path);
+
+// The unpickler alone: `pickle` (size bytes, the archive's data.pkl) read with
+// storages taken from `archive`'s data/<key> records; `where` names the file
+// in errors. Throws evl::Error as read_torch_file does, for any bytes (the
+// fuzz target tests/fuzz/pickle_fuzz.cpp feeds it arbitrary ones).
+c10::IValue read_torch_pickle(const void* pickle, size_t size,
+                              caffe2::serialize::PyTorchStreamReader& archive,
+                              const std::string& where);
 
 }  // namespace evl

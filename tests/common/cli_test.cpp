@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <vector>
 
 #include "common/check.h"
@@ -183,4 +184,112 @@ TEST(Check, MessagesConcatenatePieces) {
   } catch (const evl::Error& e) {
     EXPECT_STREQ(e.what(), "shard 'features-00001-of-00002': record 42 bad");
   }
+}
+
+TEST(Cli, HelpPrintsDefaultsAsTheirShortestRoundTripText) {
+  // Boost's own text for these defaults is 0.00040000000000000002 (double)
+  // and 0.0500000007 (float); the descriptions stay in one column.
+  double lr = 4e-4, tiny = 1e-300, third = 1.0 / 3;
+  float wd = 0.05f;
+  int frames = 8;
+  po::options_description opts("demo");
+  opts.add_options()("lr", po::value(&lr)->default_value(lr), "learning rate")(
+      "weight-decay", po::value(&wd)->default_value(wd), "weight decay")(
+      "tiny", po::value(&tiny)->default_value(tiny), "a tiny value")(
+      "third", po::value(&third)->default_value(third), "a third")(
+      "frames", po::value(&frames)->default_value(frames), "frame count");
+  std::ostringstream boost_text;
+  boost_text << opts;
+  ASSERT_NE(boost_text.str().find("0.00040000000000000002"), std::string::npos)
+      << "Boost no longer prints 17 digits; this test's premise changed:\n"
+      << boost_text.str();
+  const std::string help = evl::cli::shorten_defaults(boost_text.str(), {"weight-decay"});
+  EXPECT_NE(help.find("--lr arg (=0.0004)"), std::string::npos) << help;
+  EXPECT_NE(help.find("(=0.05)"), std::string::npos) << help;
+  EXPECT_NE(help.find("(=1e-300)"), std::string::npos) << help;
+  EXPECT_NE(help.find("(=0.3333333333333333)"), std::string::npos) << help;  // needs 16 digits
+  EXPECT_NE(help.find("(=8)"), std::string::npos) << help;
+  // Same description column on every line as Boost's.
+  auto column = [](const std::string& text, const std::string& desc) {
+    const auto at = text.find(desc);
+    return at - text.rfind('\n', at);
+  };
+  for (const char* desc :
+       {"learning rate", "weight decay", "a tiny value", "a third", "frame count"})
+    EXPECT_EQ(column(help, desc), column(boost_text.str(), desc)) << desc << "\n" << help;
+  // The shortest text reads back as the same value.
+  EXPECT_EQ(std::stod(evl::cli::shortest(third)), third);
+  EXPECT_EQ(evl::cli::shortest(4e-4), "0.0004");
+  EXPECT_EQ(evl::cli::shortest(1e20), "1e20");
+  EXPECT_EQ(evl::cli::shortest(0.05f), "0.05");
+  // A double that happens to print with 9 digits is not taken for a float.
+  double exact = 1.00390625;
+  po::options_description d("d");
+  d.add_options()("exact", po::value(&exact)->default_value(exact), "x");
+  std::ostringstream dt;
+  dt << d;
+  EXPECT_NE(evl::cli::shorten_defaults(dt.str()).find("(=1.00390625)"), std::string::npos);
+}
+
+TEST(Cli, ResolvedConfigKeepsDoublesExactAndVectorsAsRepeatedKeys) {
+  double lr = 0.1 + 0.2;  // 0.30000000000000004: 9 digits would round it to 0.3
+  std::vector<std::string> inputs;
+  std::vector<int> blocks;
+  po::options_description opts("demo");
+  opts.add_options()("lr", po::value(&lr)->default_value(lr), "")(
+      "input", po::value(&inputs)->multitoken(), "")("train.blocks",
+                                                     po::value(&blocks)->multitoken(), "");
+  po::variables_map vm;
+  const char* argv[] = {"demo_tool", "--input", "a b.h5", "c.h5", "--train.blocks", "8", "9"};
+  ASSERT_TRUE(evl::cli::parse(kTool, 7, argv, opts, vm));
+  const std::string ini = evl::cli::to_ini(vm);
+  EXPECT_NE(ini.find("input = a b.h5\ninput = c.h5\n"), std::string::npos) << ini;
+  EXPECT_NE(ini.find("[train]\nblocks = 8\nblocks = 9\n"), std::string::npos) << ini;
+  const auto path = write_temp("evl_cli_vectors.ini", ini);
+  const std::string cfg_path = path.string();
+  double lr2 = 0;
+  std::vector<std::string> inputs2;
+  std::vector<int> blocks2;
+  po::options_description again("demo");
+  again.add_options()("lr", po::value(&lr2)->default_value(lr2), "")(
+      "input", po::value(&inputs2)->multitoken(), "")("train.blocks",
+                                                      po::value(&blocks2)->multitoken(), "");
+  po::variables_map vm2;
+  const char* argv2[] = {"demo_tool", "--config", cfg_path.c_str()};
+  ASSERT_TRUE(evl::cli::parse(kTool, 3, argv2, again, vm2));
+  EXPECT_EQ(lr2, lr);  // bit-exact
+  EXPECT_EQ(inputs2, inputs);
+  EXPECT_EQ(blocks2, blocks);
+  fs::remove(path);
+}
+
+TEST(Cli, PlaceholderInAnOptionOrValueIsAUsageErrorNotAHang) {
+  // Boost 1.74 would loop forever formatting the error for these.
+  const auto ini = write_temp("evl_cli_percent.ini", "[t%canonical_option%x]\nlr = 1\n");
+  const std::string cfg_path = ini.string();
+  DemoConfig cfg;
+  po::variables_map vm;
+  try {
+    parse({"--config", cfg_path.c_str()}, cfg, vm);
+    FAIL() << "expected a usage error";
+  } catch (const evl::UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("evl_cli_percent.ini' line 1"), std::string::npos)
+        << e.what();
+  }
+  po::variables_map vm2;
+  EXPECT_THROW(parse({"--x%canonical_option%", "1"}, cfg, vm2), evl::UsageError);
+  const auto ini2 = write_temp("evl_cli_percent_value.ini", "# 50%\nframes = x%value%'\n");
+  const std::string cfg_path2 = ini2.string();
+  po::variables_map vm3;
+  try {
+    parse({"--config", cfg_path2.c_str()}, cfg, vm3);
+    FAIL() << "expected a usage error";
+  } catch (const evl::UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("evl_cli_percent_value.ini' line 2"), std::string::npos)
+        << e.what();
+  }
+  po::variables_map vm4;
+  EXPECT_TRUE(parse({"--name", "50% done"}, cfg, vm4));  // a lone '%' is fine
+  fs::remove(ini);
+  fs::remove(ini2);
 }

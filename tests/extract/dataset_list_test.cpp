@@ -70,16 +70,76 @@ TEST(DatasetList, KineticsCsv) {
   EXPECT_EQ(list[0].label, 6);
   EXPECT_EQ(list[0].line, 2);
   EXPECT_EQ(list[1].label, 0);
-  // Without names: sorted set of the file's classes.
-  auto alpha = read_dataset_list(csv);
-  EXPECT_EQ(alpha[0].label, 1);
-  EXPECT_EQ(alpha[1].label, 0);
+  // Without names a class name is an error naming the line and --labels: the
+  // sorted set of the file's own names would shift indices for a subset.
+  try {
+    read_dataset_list(csv);
+    FAIL() << "class names without a label map";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("line 2: label '\"arm wrestling\"' is a class name; "
+                                         "pass --labels FILE"),
+              std::string::npos)
+        << e.what();
+  }
   std::string bad =
       write_list("kb.csv", "label,youtube_id,time_start,time_end,split\nx,id,a,b,val\n");
   EXPECT_THROW(read_dataset_list(bad), Error);
   std::string dup = write_list(
       "kd.csv", "label,youtube_id,time_start,time_end,split\nx,id,1,2,val\nx,id,1,2,val\n");
   EXPECT_THROW(read_dataset_list(dup), Error);
+}
+
+TEST(DatasetList, ClassNameLabelsMapThroughTheLabelMap) {
+  const std::vector<std::string> names = {"abseiling", "air drumming", "arm wrestling"};
+  auto list = read_dataset_list(write_list("names.txt", "a.mp4 arm_wrestling\nb.mp4 0\n"), names);
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].label, 2);  // underscores stand for spaces
+  EXPECT_EQ(list[1].label, 0);  // indices still read as indices
+  expect_error("a.mp4 archery\n", "line 1: label 'archery' is a class name; pass --labels");
+  try {
+    read_dataset_list(write_list("unknown.txt", "a.mp4 archery\n"), names);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("line 1: class 'archery' is not in the label map"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(DatasetList, LabelMapFormats) {
+  const auto plain = read_label_map(write_list("k.txt", "abseiling\nair drumming\n"));
+  EXPECT_EQ(plain, (std::vector<std::string>{"abseiling", "air drumming"}));
+  const auto ava = read_label_map(write_list("ava.txt", "1: bend/bow\n3: crouch\n"));
+  EXPECT_EQ(ava, (std::vector<std::string>{"", "bend/bow", "", "crouch"}));
+  const auto csv = read_label_map(write_list("m.csv", "id,name\n0,run\n1,walk\n"));
+  EXPECT_EQ(csv, (std::vector<std::string>{"run", "walk"}));
+  for (const auto& [text, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"a\n\nb\n", "line 2: empty line"},
+           {"a\nb\na\n", "line 3: class 'a' is also on line 1"},
+           {"0: a\n0: b\n", "line 2: class id 0 given twice"},
+           {"0: a\nb\n", "line 2: mixes"},
+           {"", "no class names"}}) {
+    const std::string path = write_list("bad_map.txt", text);
+    try {
+      read_label_map(path);
+      FAIL() << text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(DatasetList, OnePathWithSeveralWindowsGetsOneIdPerWindow) {
+  auto list = read_dataset_list(
+      write_list("w.txt", "long.mp4 0 0 5\nlong.mp4 1 5 10.5\nother.mp4 2 1 2\nlong.mp4 0\n"));
+  ASSERT_EQ(list.size(), 4u);
+  EXPECT_EQ(list[0].id, "long.mp4@0-5");
+  EXPECT_EQ(list[1].id, "long.mp4@5-10.5");
+  EXPECT_EQ(list[2].id, "other.mp4");  // listed once: its id is its path
+  EXPECT_EQ(list[3].id, "long.mp4");   // the whole video
+  expect_error("long.mp4 0 0 5\nlong.mp4 1 0.0 5.0\n",
+               "line 2: duplicate of line 1 ('long.mp4' with the same trimming window)");
 }
 
 }  // namespace

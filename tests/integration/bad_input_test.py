@@ -426,6 +426,64 @@ def videos_and_values(d):
          else f"{len(r.stderr.splitlines())} stderr lines")
 
 
+def scores_of(path):
+    import h5py
+    with h5py.File(path, "r") as f:
+        ids = [x.decode() if isinstance(x, bytes) else x for x in f["video_ids"][()]]
+        return ids, [int(x) for x in f["labels"][()]]
+
+
+def lists_and_help(d):
+    ckpt = os.path.join(d, "run", "last.pth")
+
+    def eval_cmd(cache, scores):
+        return [tool("evl_eval"), "--cache", cache, "--checkpoint", ckpt, "--scores", scores,
+                "--threads", "1"]
+
+    def write(name, text):
+        path = os.path.join(d, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    # 16. Class-name labels: without --labels an error naming the file, the line
+    #     and the flag; with a label map they become its indices.
+    names = write("names_list.txt", "a.mkv one\nb.mkv zero\n")
+    labels = write("labels.txt", "zero\none\n")
+    case("class-name labels without --labels", extract(d, os.path.join(d, "nl"), names), 1,
+         ["names_list.txt' line 1", "label 'one' is a class name", "--labels FILE"])
+    case("class name not in the --labels map",
+         extract(d, os.path.join(d, "nl2"), write("names_bad.txt", "a.mkv three\n"),
+                 "--labels", labels), 1,
+         ["names_bad.txt' line 1", "class 'three' is not in the label map"])
+    out = os.path.join(d, "named")
+    if case("class-name labels with --labels", extract(d, out, names, "--labels", labels),
+            0) is not None:
+        case("class-name labels reach the score file", eval_cmd(out, os.path.join(d, "n.h5")), 0,
+             check=lambda r: None if scores_of(os.path.join(d, "n.h5")) ==
+             (["a.mkv", "b.mkv"], [1, 0]) else f"scores hold {scores_of(os.path.join(d, 'n.h5'))}")
+    # 17. One video with two trimming windows is two clips with their own ids
+    #     (evl_eval used to fail on the duplicate id after the whole extraction);
+    #     the same path and window twice is refused naming both lines.
+    two = write("two_windows.txt", "a.mkv 0 0 0.5\na.mkv 1 0.5 1\n")
+    out = os.path.join(d, "twowin")
+    if case("one video with two trimming windows", extract(d, out, two), 0) is not None:
+        case("two windows: distinct ids in the score file", eval_cmd(out, os.path.join(d, "w.h5")),
+             0, check=lambda r: None if scores_of(os.path.join(d, "w.h5"))[0] ==
+             ["a.mkv@0-0.5", "a.mkv@0.5-1"] else f"ids {scores_of(os.path.join(d, 'w.h5'))[0]}")
+    same = write("same_window.txt", "a.mkv 0 0 0.5\nb.mkv 1\na.mkv 1 0.0 0.50\n")
+    case("same video and window twice", extract(d, os.path.join(d, "samewin"), same), 1,
+         ["same_window.txt' line 3: duplicate of line 1", "same trimming window"])
+    # 18. --help prints defaults as their shortest round-trip text (0.0004, not
+    #     Boost's 0.00040000000000000002), in every tool.
+    for t in ("evl_extract", "evl_train_head", "evl_eval", "evl_predict", "evl_ensemble",
+              "evl_cache"):
+        case(f"{t} --help defaults", [tool(t), "--help"], 0,
+             absent=["000000000", "99999999", "0000001)", "0000007)"])
+    case("evl_train_head --help shows lr 0.0004", [tool("evl_train_head"), "--help"], 0,
+         check=lambda r: None if "(=0.0004)" in r.stdout else "no '(=0.0004)' in --help")
+
+
 def main():
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="evl_bad_input_") as d:
@@ -435,7 +493,7 @@ def main():
         # mostly process start-up, LibTorch's load included).
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             for f in [pool.submit(g, d) for g in (crashes, provenance, special_files, weights,
-                                                  videos_and_values)]:
+                                                  videos_and_values, lists_and_help)]:
                 f.result()
     for f in failures:
         print("FAIL:", f, file=sys.stderr)
